@@ -1,0 +1,24 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh machine with Python
+# >= 3.10: they create .venv and install the project into it first.
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+# The CPU build of torch this project's CI pins; on a GPU cluster pass TORCH=torch to get yours.
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test fuzz
+$(VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[train,test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mixc check examples/customer_blend.mix
+	$(VENV)/bin/mixc plan examples/customer_blend.mix
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+fuzz: $(VENV)/.installed
+	$(PY) scripts/fuzz.py --cases 100000

@@ -1,0 +1,134 @@
+"""`mixc`: the command line, the composition root of the project.
+
+Each verb parses its flags, calls one public function, prints, and returns an exit status:
+0 clean (warnings allowed), 1 errors in the input, 2 usage errors (bad flags, a file that does
+not exist). User mistakes print diagnostics, never a traceback. Heavy libraries are imported
+inside the verbs that need them, so `mixc check` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence, TextIO
+
+from mixlang.check import CheckResult, check
+from mixlang.diagnostics import Diagnostic, MixError, render_all
+from mixlang.loader import LoadResult, load
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mixc", description="Declare, plan and build data mixtures for fine-tuning.")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    c = sub.add_parser("check", help="check .mix files (and what they import)")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--format", choices=("full", "concise"), default="full", help="diagnostic style")
+    f = sub.add_parser("fmt", help="rewrite .mix files in canonical layout")
+    f.add_argument("files", nargs="+", metavar="FILE")
+    f.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    pl = sub.add_parser("plan", help="print the exact sample counts of each mix; no work done")
+    pl.add_argument("file", metavar="FILE")
+    pl.add_argument("--mix", metavar="NAME", help="plan only this mix (or sweep)")
+    pl.add_argument("--json", action="store_true", help="print one JSON object keyed by mix name")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    missing = [f for f in getattr(args, "files", [getattr(args, "file", None)]) if f and not os.path.exists(f)]
+    if missing:
+        print(f"mixc: error: no such file: {missing[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    verbs = {"check": _check, "fmt": _fmt, "plan": _plan}
+    return verbs[args.verb](args)
+
+
+def load_checked(path: str, style: str = "full", out: TextIO = sys.stderr) -> tuple[LoadResult, CheckResult | None]:
+    """Load and check one file, printing its diagnostics to `out`."""
+    loaded = load(path)
+    result = check(loaded.modules) if loaded.ok else None
+    diagnostics = list(loaded.diagnostics) + list(result.diagnostics if result else ())
+    if diagnostics:
+        print(render_all(diagnostics, loaded.texts, style), file=out)
+    return loaded, result
+
+
+def _check(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    counts = {"error": 0, "warning": 0}
+    for path in args.files:
+        loaded, result = load_checked(path, args.format, sys.stdout)
+        for d in list(loaded.diagnostics) + list(result.diagnostics if result else ()):
+            counts[d.severity] += 1
+        if result is None or result.program is None:
+            status = EXIT_ERRORS
+    summary = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts.items() if n)
+    print(summary or f"ok: {len(args.files)} file{'s' if len(args.files) != 1 else ''} checked")
+    return status
+
+
+def _fmt(args: argparse.Namespace) -> int:
+    from mixlang.fmt import format_module
+    from mixlang.loader import read_text
+    from mixlang.parser import parse
+
+    status, changed = EXIT_OK, []
+    for path in args.files:
+        text, problem = read_text(path)
+        result = parse(path, text) if text is not None else None
+        if problem or result.module is None:
+            diagnostics = [problem] if problem else list(result.diagnostics)
+            print(render_all(diagnostics, {path: text or ""}), file=sys.stderr)
+            status = EXIT_ERRORS
+            continue
+        formatted = format_module(result.module, text)
+        if formatted != text:
+            changed.append(path)
+            if not args.check:
+                write_atomic(path, formatted)
+    for path in changed:
+        print(f"would reformat {path}" if args.check else f"reformatted {path}")
+    return EXIT_ERRORS if status or (args.check and changed) else EXIT_OK
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write a file through a temporary file and a rename, so no reader sees half of it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from compiler.plan import plan_program
+    from runner.report import plan_json, plan_table
+
+    loaded, result = load_checked(args.file)
+    if result is None or result.program is None:
+        return EXIT_ERRORS
+    program = result.program
+    known = {m.name for m in program.mixes} | {s.name for s in program.sweeps}
+    if args.mix and args.mix not in known:
+        print(f"mixc: error: no mix or sweep named `{args.mix}` in {args.file}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        plans, problems = plan_program(program, args.mix)
+    except MixError as e:
+        return _report(e.diagnostics, loaded)
+    print(json.dumps(plan_json(plans), indent=2) if args.json else plan_table(plans))
+    return _report(problems, loaded) if problems else EXIT_OK
+
+
+def _report(diagnostics: Sequence[Diagnostic], loaded: LoadResult) -> int:
+    print(render_all(diagnostics, loaded.texts), file=sys.stderr)
+    return EXIT_ERRORS if any(d.is_error for d in diagnostics) else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Reports for people and programs: plans (and later runs and verdicts) as tables and JSON.
+
+Takes typed values from the compiler (`MixPlan`); produces text. No I/O beyond returning
+strings; the CLI prints them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from compiler.plan import MixPlan, percent
+
+
+def _asked(plan: MixPlan, source: str) -> str:
+    take = next(t for t in plan.target.mix.takes if t.source == source)
+    if take.rest:
+        return "rest"
+    if take.share is None:
+        return f"T={float(plan.target.mix.temperature or 1):g}" 
+    return percent(take.share)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """A plain-text table; the first `left` columns are left-aligned, the rest right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    def line(r: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def plan_table(plans: Sequence[MixPlan]) -> str:
+    return "\n\n".join(_one_table(p) for p in plans)
+
+
+def _one_table(plan: MixPlan) -> str:
+    a = plan.allocation
+    mix = plan.target.mix
+    title = f"mix {plan.target.name}: {a.total:,} samples"
+    title += f" (total {mix.total.amount:,})" if mix.total else " (no total: the scarcest source used whole)"
+    rows = []
+    for take, count in zip(a.takes, plan.counts):
+        cap = "" if take.max_epochs is None else f"{float(take.max_epochs):g}"
+        rows.append([take.source, f"{take.records:,}", _asked(plan, take.source),
+                     f"{take.share * 100:.2f}%", f"{take.samples:,}", f"{take.epochs:.2f}", cap])
+    header = ["source", "records", "share asked", "share realized", "samples", "epochs", "max_epochs"]
+    notes = [_note(c) for c in plan.counts if _note(c)]
+    return "\n".join([title, table(header, rows)] + notes)
+
+
+def _note(count) -> str:  # noqa: ANN001 - a SourceCount
+    parts = [f"{n:,} {what}" for n, what in ((count.held_out, "held out"), (count.duplicates, "duplicates dropped"),
+                                              (count.broken, "broken records skipped"), (count.limited, "over the limit"))
+             if n]
+    return f"  {count.name}: {count.raw:,} records read; " + ", ".join(parts) if parts else ""
+
+
+def plan_json(plans: Sequence[MixPlan]) -> dict:
+    """One object keyed by mix (or sweep point) name: `total` and `takes`."""
+    out = {}
+    for plan in plans:
+        a = plan.allocation
+        out[plan.target.name] = {
+            "mix": plan.target.mix.name, "sweep": plan.target.sweep, "by": plan.target.mix.by, "total": a.total,
+            "takes": [{"source": t.source, "records": t.records, "samples": t.samples, "epochs": t.epochs,
+                       "share": t.share, "share_asked": _asked(plan, t.source)} for t in a.takes],
+        }
+    return out
