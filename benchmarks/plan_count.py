@@ -1,8 +1,9 @@
-"""Benchmark: how fast `count_records_fast` counts the records of a large JSON Lines file.
+"""Benchmark: how fast `mixc plan` sizes a large JSON Lines source.
 
 Writes `--records` synthetic chat records (system/user/assistant) as JSONL into a temporary
-directory (or `--dir`), then times the fast counter on it and prints records, MB, seconds and
-MB/s. The file was just written, so it is usually read from the page cache: the figure is the
+directory (or `--dir`), then times (1) the fast counter alone and (2) the whole `mixc plan`
+command (a new process: start-up, check, count, allocate, print) on a spec that takes that
+file, and prints records, MB, seconds and MB/s. The file was just written, so it is usually read from the page cache: the figure is the
 counter's own speed, an upper bound on a cold disk. The file is deleted afterwards unless
 `--keep` is given. A benchmark, not a test.
 
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +56,19 @@ def write_jsonl(path: Path, records: int, batch: int = 100_000) -> None:
         f.write(b"".join(pool[i % _POOL] for i in range(rest)))
 
 
+def time_plan(folder: Path, data: Path) -> float:
+    """Seconds for `mixc plan` on a spec whose one source is `data`."""
+    spec = folder / "bench.mix"
+    spec.write_text(f'source chat {{\n  path "{data.name}"\n  format chat(messages = "messages")\n}}\n\n'
+                    'mix m {\n  tokenizer "t"\n  seq_len 2048\n  take chat 100%\n}\n')
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "runner.cli", "plan", str(spec)], check=True,
+                   cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    spec.unlink()
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000_000)
@@ -72,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         megabytes = os.path.getsize(path) / 1e6
         print(f"records {counted:,}  MB {megabytes:,.0f}  seconds {seconds:.2f}  MB/s {megabytes / seconds:,.0f}")
         assert counted == args.records, f"counted {counted}, wrote {args.records}"
+        print(f"mixc plan end to end: {time_plan(folder, path):.2f} s")
     finally:
         if not args.keep:
             path.unlink()
