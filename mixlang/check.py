@@ -21,6 +21,8 @@ from mixlang.diagnostics import Diagnostic, Label, did_you_mean, error
 from mixlang.program import CheckedProgram
 
 BLOCK_KINDS = ("source", "mix", "train", "eval", "sweep")
+KEYWORDS = BLOCK_KINDS + ("import", "take", "rest", "max_epochs", "metric", "gate", "base", "vary", "in",
+                          "resources", "true", "false", "tokens", "samples")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ def _declarations(modules: Sequence[s.Module], diagnostics: list[Diagnostic]) ->
                                      help=did_you_mean(kind, BLOCK_KINDS + ("import",))
                                      or "a file holds import, source, mix, train, eval and sweep statements"))
             continue
+        if block.name.name in KEYWORDS:
+            diagnostics.append(error("E108", f"`{block.name.name}` is a keyword; it cannot be a name",
+                                     block.name.span, help="choose another name"))
         key = (kind == "eval", block.name.name)
         if key in seen:
             diagnostics.append(_duplicate(block, seen[key]))

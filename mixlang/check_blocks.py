@@ -57,14 +57,15 @@ class BlockReader:
 
     def _attribute(self, block: s.Block, attr: s.Attribute, schema: Mapping[str, v.Reader],
                    fields: Fields) -> None:
-        self._attribute_in(f"a `{block.kind.name}` block", attr, schema, fields)
+        self._attribute_in(_a_block(block), attr, schema, fields)
 
     def _attribute_in(self, where: str, attr: s.Attribute, schema: Mapping[str, v.Reader],
                       fields: Fields) -> None:
         key = attr.key
         if key not in schema:
             self.report(error("E202", f"unknown key `{key}` in {where}", _key_span(attr),
-                              help=did_you_mean(key, schema) or f"{where} accepts " + _listing(schema)))
+                              help=did_you_mean(key, schema) or (f"{where} accepts " + _listing(schema) if schema
+                                                                 else f"{where} takes no `key value` settings")))
             return
         if key in fields:
             first = fields[key][1].span
@@ -81,7 +82,12 @@ class BlockReader:
 
     def _misplaced(self, block: s.Block, item: s.Item) -> None:
         what = _ITEM_NAMES.get(type(item), "this statement")
-        self.report(error("E206", f"`{what}` is not allowed in a `{block.kind.name}` block", item.span))
+        self.report(error("E206", f"`{what}` is not allowed in {_a_block(block)}", item.span))
+
+
+def _a_block(block: s.Block) -> str:
+    kind = block.kind.name
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} `{kind}` block"
 
 
 def _key_span(attr: s.Attribute) -> s.Span | None:

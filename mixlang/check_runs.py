@@ -33,7 +33,7 @@ def check_train(block: s.Block, reader: BlockReader, blocks: Blocks) -> TrainSpe
     fields = reader.read(block, TRAIN_SCHEMA, items=(s.Resources,), required=("data", "model"))
     resources = _resources(block, reader)
     _data_is_mix(fields, reader, blocks)
-    _batch_fits(fields, resources, reader)
+    _batch_fits(block, fields, resources, reader)
     if _errors(reader) > before:
         return None
     defaults = TrainSpec(name="", data="", model="")
@@ -69,10 +69,13 @@ def _data_is_mix(fields: Fields, reader: BlockReader, blocks: Blocks) -> None:
                         help=did_you_mean(data, blocks["mix"]) or "`data` names a mix of this program"))
 
 
-def _batch_fits(fields: Fields, resources: ResourcesSpec, reader: BlockReader) -> None:
+def _batch_fits(block: s.Block, fields: Fields, resources: ResourcesSpec, reader: BlockReader) -> None:
+    written = {i.key for i in block.items if isinstance(i, s.Attribute)}
+    written |= {e.key for r in block.items if isinstance(r, s.Resources) for e in r.entries}
+    read = set(fields) | {k for k, _ in resources.values}
+    if any(k in written and k not in read for k in ("batch", "micro_batch", "nodes", "gpus_per_node")):
+        return  # a rejected value (reported already) would be replaced by its default here
     batch, micro = get(fields, "batch", 8), get(fields, "micro_batch", 1)
-    if batch is None or micro is None:
-        return
     ranks = int(resources.get("nodes", 1)) * max(int(resources.get("gpus_per_node", 1)), 1)
     if batch % (micro * ranks):
         reader.report(error("E403", f"`batch` {batch} is not a multiple of `micro_batch` {micro} "

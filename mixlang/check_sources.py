@@ -61,6 +61,8 @@ def template_syntax(template: str, key: str) -> None:
         jinja2.Environment().parse(template)
     except jinja2.TemplateSyntaxError as e:
         raise v.BadValue(f"the `{key}` template is not valid Jinja: {e.message}") from e
+    except RecursionError as e:  # jinja2's parser recurses once per level of nesting
+        raise v.BadValue(f"the `{key}` template is nested too deeply") from e
 
 
 SOURCE_SCHEMA: dict[str, v.Reader] = {
@@ -96,10 +98,11 @@ def check_mix(block: s.Block, reader: BlockReader, blocks: Blocks) -> MixSpec | 
     fields = reader.read(block, MIX_SCHEMA, items=(s.Take,), required=("tokenizer", "seq_len"))
     takes = _takes(block, reader, blocks)
     _check_total(fields, reader)
-    if not takes:
+    written = [i for i in block.items if isinstance(i, s.Take)]
+    if not written:
         reader.report(error("E301", f"mix `{block.name.name}` takes no source", block.name.span,
                             help="add `take SOURCE SHARE` lines"))
-    else:
+    elif len(takes) == len(written):  # with a take dropped for its own error, the sums would mislead
         check_shares(block.name.name, takes, reader, block.name.span)
         _check_temperature(fields, takes, reader)
     if _errors(reader) > errors_before:

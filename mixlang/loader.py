@@ -46,16 +46,18 @@ def read_text(path: str, span: s.Span | None = None) -> tuple[str | None, Diagno
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raw = e.object  # the bytes after any BOM: `e.start` counts from there
+        line = raw.count(b"\n", 0, e.start) + 1
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        col = len(raw[line_start:e.start].decode("utf-8", errors="replace")) + 1
         where = s.Span(path, line, col, line, col + 1)
-        return None, error("E103", f"`{path}` is not UTF-8 text (byte 0x{data[e.start]:02x})", where,
+        return None, error("E103", f"`{path}` is not UTF-8 text (byte 0x{raw[e.start]:02x})", where,
                            help="save the file as UTF-8")
 
 
 def load(path: str) -> LoadResult:
     loader = _Loader()
-    loader.visit(path, None, ())
+    loader.visit(path, s.Span(path, 1, 1, 1, 1), ())
     return LoadResult(tuple(loader.modules), loader.texts, tuple(loader.diagnostics))
 
 

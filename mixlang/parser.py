@@ -57,7 +57,7 @@ def parse(path: str, text: str) -> ParseResult:
         except lark.UnexpectedInput as e:
             diagnostics.append(_syntax_diagnostic(path, e))
             line = getattr(e, "line", -1)
-            if not _blankable(lines, line):
+            if _at_end(e) or not _blankable(lines, line):  # blanking cannot fix an early end
                 break
             lines[line - 1] = " " * len(lines[line - 1])
             continue
@@ -71,6 +71,11 @@ def parse(path: str, text: str) -> ParseResult:
             raise
         return ParseResult(s.Module(path, tuple(statements), _comments(text)), ())
     return ParseResult(None, tuple(diagnostics))
+
+
+def _at_end(e: lark.UnexpectedInput) -> bool:
+    token = getattr(e, "token", None)
+    return isinstance(e, lark.UnexpectedEOF) or (token is not None and token.type == "$END")
 
 
 def _blankable(lines: list[str], line: int) -> bool:
@@ -127,7 +132,7 @@ def _syntax_diagnostic(path: str, e: lark.UnexpectedInput) -> Diagnostic:
     if token is None or token.type == "$END":
         span = s.Span(path, line, col, line, col + 1)
         return error("E002", "unexpected end of file", span, help=f"expected {expected}")
-    text = "a new line" if token.type == "_NL" else f"`{token}`"
+    text = "end of line" if token.type == "_NL" else f"`{token}`"
     end_col = col + max(len(str(token)), 1) if token.type != "_NL" else col + 1
     span = s.Span(path, line, col, line, end_col)
     return error("E003", f"unexpected {text}", span, help=f"expected {expected}")
