@@ -299,9 +299,16 @@ def _text(record: dict, field: str) -> str:
     return record[field]
 
 
+def record_digest(key: bytes) -> bytes:
+    """A record's identity: 16 bytes of blake2b over its key. Dedup and holdout use this, and
+    the token cache stores it, so plan and compile agree on both without the keys."""
+    return hashlib.blake2b(key, digest_size=16).digest()
+
+
 def in_holdout(key: bytes, fraction: Fraction, seed: int) -> bool:
-    """Whether a record with this key is held out: blake2b(seed, key) read as a 64-bit integer
-    u is a member iff u < fraction * 2**64, compared exactly. Depends on the key alone."""
+    """Whether a record with this key (its `record_digest`) is held out: blake2b(seed, key)
+    read as a 64-bit integer u is a member iff u < fraction * 2**64, compared exactly.
+    Depends on the key alone, so appending records never moves old ones in or out."""
     digest = hashlib.blake2b(b"%d:" % seed + key, digest_size=8).digest()
     u = int.from_bytes(digest, "big")
     return u * fraction.denominator < fraction.numerator << 64
@@ -350,9 +357,11 @@ def _full_count(spec: SourceSpec, files: tuple[str, ...], templates: Templates |
             broken += 1
             if len(errors) < _MAX_FIRST_ERRORS:
                 errors.append(f"{ref}: {key}")
-        elif spec.dedup and _seen_before(key, seen):
+            continue
+        digest = record_digest(key)
+        if spec.dedup and _seen_before(digest, seen):
             duplicates += 1
-        elif spec.holdout and in_holdout(key, spec.holdout, spec.seed):
+        elif spec.holdout and in_holdout(digest, spec.holdout, spec.seed):
             held_out += 1
     remaining = raw - broken - duplicates - held_out
     size = remaining if spec.limit is None else min(remaining, spec.limit)
@@ -377,8 +386,7 @@ def _key_or_error(
         )) from None
 
 
-def _seen_before(key: bytes, seen: set[bytes]) -> bool:
-    digest = hashlib.blake2b(key, digest_size=16).digest()
+def _seen_before(digest: bytes, seen: set[bytes]) -> bool:
     if digest in seen:
         return True
     seen.add(digest)

@@ -44,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mixc: error: no such file: {missing[0]}", file=sys.stderr)
         return EXIT_USAGE
     verbs = {"check": _check, "fmt": _fmt, "plan": _plan}
-    return verbs[args.verb](args)
+    try:
+        return verbs[args.verb](args)
+    except BrokenPipeError:  # `mixc plan | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def load_checked(path: str, style: str = "full", out: TextIO = sys.stderr) -> tuple[LoadResult, CheckResult | None]:
