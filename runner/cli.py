@@ -34,16 +34,26 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("file", metavar="FILE")
     pl.add_argument("--mix", metavar="NAME", help="plan only this mix (or sweep)")
     pl.add_argument("--json", action="store_true", help="print one JSON object keyed by mix name")
+    co = sub.add_parser("compile", help="tokenize, pack and shard every mix; write the build and the lock")
+    co.add_argument("file", metavar="FILE")
+    co.add_argument("-o", "--out", metavar="DIR", help="build directory (default: build/ beside the spec)")
+    co.add_argument("--mix", metavar="NAME", help="compile only this mix (or sweep)")
+    co.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N", help="tokenizer processes")
+    co.add_argument("--locked", action="store_true", help="refuse to build if an input drifted from the lock")
+    co.add_argument("--shard-mb", type=float, default=256, metavar="MB", help="roll shards over at this size")
+    ve = sub.add_parser("verify", help="recheck every shard of a build against its lock")
+    ve.add_argument("build", metavar="BUILD")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    missing = [f for f in getattr(args, "files", [getattr(args, "file", None)]) if f and not os.path.exists(f)]
+    named = getattr(args, "files", None) or [getattr(args, "file", None) or getattr(args, "build", None)]
+    missing = [f for f in named if f and not os.path.exists(f)]
     if missing:
         print(f"mixc: error: no such file: {missing[0]}", file=sys.stderr)
         return EXIT_USAGE
-    verbs = {"check": _check, "fmt": _fmt, "plan": _plan}
+    verbs = {"check": _check, "fmt": _fmt, "plan": _plan, "compile": _compile, "verify": _verify}
     try:
         return verbs[args.verb](args)
     except BrokenPipeError:  # `mixc plan | head`: the reader left; say nothing more
@@ -127,6 +137,42 @@ def _plan(args: argparse.Namespace) -> int:
         return _report(e.diagnostics, loaded)
     print(json.dumps(plan_json(plans), indent=2) if args.json else plan_table(plans))
     return _report(problems, loaded) if problems else EXIT_OK
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from compiler.build import BuildOptions, compile_program
+    from runner.report import build_table
+
+    loaded, result = load_checked(args.file)
+    if result is None or result.program is None:
+        return EXIT_ERRORS
+    if args.jobs < 1 or args.shard_mb <= 0:
+        print("mixc: error: --jobs and --shard-mb must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.file)), "build")
+    options = BuildOptions(out=out, jobs=args.jobs, shard_bytes=int(args.shard_mb * 2**20), only=args.mix,
+                           locked=args.locked, log=lambda m: print(m, file=sys.stderr))
+    try:
+        built = compile_program(result.program, loaded.texts, options)
+    except MixError as e:
+        return _report(e.diagnostics, loaded)
+    print(build_table(built.report))
+    print(f"\nbuild: {out}\nlock:  {built.lock['fingerprint']}")
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from compiler.lock import verify
+
+    try:
+        problems = verify(args.build)
+    except MixError as e:
+        print(render_all(e.diagnostics, {}), file=sys.stderr)
+        return EXIT_ERRORS
+    for line in problems:
+        print(line)
+    print(f"{len(problems)} problem(s)" if problems else f"ok: every shard of {args.build} matches its lock")
+    return EXIT_ERRORS if problems else EXIT_OK
 
 
 def _report(diagnostics: Sequence[Diagnostic], loaded: LoadResult) -> int:

@@ -66,3 +66,22 @@ def plan_json(plans: Sequence[MixPlan]) -> dict:
                        "share": t.share, "share_asked": _asked(plan, t.source)} for t in a.takes],
         }
     return out
+
+
+def build_table(report: dict) -> str:
+    """Per target: each take's counts; then packing and stage times."""
+    parts = []
+    for name, t in report["targets"].items():
+        train, val = t["train"], t["validation"]
+        rows = [[k["source"], f"{k['records']:,}", f"{k['samples']:,}", f"{k['tokens']:,}", f"{k['loss_tokens']:,}",
+                 f"{k['epochs']:.2f}", f"{k['share_samples'] * 100:.2f}%", f"{k['share_tokens'] * 100:.2f}%"]
+                for k in t["takes"]]
+        header = ["source", "records", "samples", "tokens", "loss tokens", "epochs", "share (samples)", "share (tokens)"]
+        parts.append(f"{name}: {train['samples']:,} samples, {train['tokens']:,} tokens in {train['rows']:,} rows "
+                     f"(packing efficiency {train['packing_efficiency'] * 100:.1f}%); validation "
+                     f"{val['samples']:,} samples\n" + table(header, rows))
+        dropped = [f"{src}: {', '.join(f'{v:,} {k}' for k, v in c.items() if v and k not in ('raw', 'size'))}"
+                   for src, c in t["sources"].items() if any(v for k, v in c.items() if k not in ("raw", "size"))]
+        parts[-1] += "".join(f"\n  {line}" for line in dropped)
+    timings = ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items())
+    return "\n\n".join(parts) + f"\n\ntime: {timings}"
