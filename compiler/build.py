@@ -218,7 +218,18 @@ def _write_splits(directory: str, target: PlanTarget, selection: Any, pools: dic
     return {"name": target.name, "mix": mix.name, "sweep": target.sweep,
             "point": {k: str(v) for k, v in target.point}, "seq_len": mix.seq_len, "packing": mix.packing,
             "by": mix.by, "seed": mix.seed, "train": train, "validation": validation, "takes": takes,
-            "sources": {p.name: p.counts for p in pool_list}}
+            "sources": _accounting(pool_list, selection)}
+
+
+def _accounting(pools: list[SourcePool], selection: Any) -> dict[str, dict]:
+    """Where every record of every source went: broken, duplicate, held out, over-long,
+    limited, used (at least once), unused; and how many samples were repeats."""
+    out = {}
+    for i, pool in enumerate(pools):
+        mine = selection.records[selection.sources == i]
+        used = len(np.unique(mine))
+        out[pool.name] = {**pool.counts, "used": used, "unused": pool.size - used, "repeated": len(mine) - used}
+    return out
 
 
 def _validation(pools: list[SourcePool], seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -32,9 +32,14 @@ class PlanTarget:
 
 @dataclass(frozen=True)
 class MixPlan:
+    """A target's allocation. For a mix `by tokens` the allocation is in tokens, and
+    `samples`/`tokens` give each take's whole samples and their tokens, from the token cache."""
+
     target: PlanTarget
     counts: tuple[SourceCount, ...]
     allocation: Allocation
+    samples: tuple[int, ...] | None = None
+    tokens: tuple[int, ...] | None = None
 
 
 def percent(x: Fraction) -> str:
@@ -70,11 +75,6 @@ def sweep_points(program: CheckedProgram, sweep: SweepSpec) -> list[PlanTarget]:
 def plan_mix(target: PlanTarget, counts: Mapping[str, SourceCount]) -> MixPlan:
     """Pure: the allocation of one target, given each source's count. Raises MixError."""
     mix = target.mix
-    if mix.by == "tokens":
-        raise MixError(error(
-            "E604", f"mix `{mix.name}` shares by tokens, and token counts are not known yet", mix.span,
-            help="token counts come from the compile step's token cache; plan `by samples` mixes "
-                 "for now, or run `mixc compile` first"))
     takes = [TakeRequest(t.source, counts[t.source].size, t.share, t.rest, t.max_epochs) for t in mix.takes]
     total = mix.total.amount if mix.total else None
     try:
@@ -104,6 +104,34 @@ def _at_source(d: Diagnostic, spec: SourceSpec) -> Diagnostic:
     return replace(d, message=message, span=d.span or spec.span)
 
 
+def plan_tokens(program: CheckedProgram, target: PlanTarget) -> MixPlan:
+    """A `by tokens` target, planned from the token cache exactly as compile selects it.
+    Raises MixError E604 when a source has not been tokenized yet."""
+    from compiler.cache import cache_key, content_sha256, open_cache
+    from compiler.encode import load_tokenizer
+    from compiler.select import select, source_pool
+    from compiler.sources import resolve_files
+
+    mix = target.mix
+    setup = load_tokenizer(mix.tokenizer)
+    pools = {}
+    for take in mix.takes:
+        spec = program.source(take.source)
+        cache = open_cache(cache_key(spec, content_sha256(resolve_files(spec)), setup))
+        if cache is None:
+            raise MixError(error(
+                "E604", f"mix `{target.name}` shares by tokens, and source `{spec.name}` has no token counts yet",
+                mix.span, help="token counts come from the token cache: run `mixc compile` once, then plan"))
+        pools[take.source] = source_pool(spec, cache, mix.seq_len)
+    selection = select(mix, pools)
+    counts = tuple(SourceCount(p.name, (), p.counts["raw"], p.counts["broken"], p.counts["duplicates"],
+                               p.counts["held_out"], p.counts["limited"], p.size, True) for p in pools.values())
+    samples = tuple(int((selection.sources == i).sum()) for i in range(len(mix.takes)))
+    lengths = [pools[t.source].lengths for t in mix.takes]
+    tokens = tuple(int(lengths[i][selection.records[selection.sources == i]].sum()) for i in range(len(mix.takes)))
+    return MixPlan(target, counts, selection.allocation, samples, tokens)
+
+
 def plan_program(program: CheckedProgram, only: str | None = None) -> tuple[list[MixPlan], list[Diagnostic]]:
     """Plans for every target (or those of `only`), and the diagnostics of those that failed."""
     targets = expand(program, only)
@@ -112,7 +140,7 @@ def plan_program(program: CheckedProgram, only: str | None = None) -> tuple[list
     plans, problems = [], []
     for target in targets:
         try:
-            plans.append(plan_mix(target, counts))
+            plans.append(plan_tokens(program, target) if target.mix.by == "tokens" else plan_mix(target, counts))
         except MixError as e:
-            problems.extend(e.diagnostics)
+            problems.extend(replace(d, span=d.span or target.mix.span) for d in e.diagnostics)
     return plans, problems

@@ -36,14 +36,22 @@ def plan_table(plans: Sequence[MixPlan]) -> str:
 def _one_table(plan: MixPlan) -> str:
     a = plan.allocation
     mix = plan.target.mix
-    title = f"mix {plan.target.name}: {a.total:,} samples"
+    unit = "tokens" if plan.tokens is not None else "samples"
+    title = f"mix {plan.target.name}: {a.total:,} {unit}"
     title += f" (total {mix.total.amount:,})" if mix.total else " (no total: the scarcest source used whole)"
-    rows = []
-    for take, count in zip(a.takes, plan.counts):
-        cap = "" if take.max_epochs is None else f"{float(take.max_epochs):g}"
-        rows.append([take.source, f"{take.records:,}", _asked(plan, take.source),
-                     f"{take.share * 100:.2f}%", f"{take.samples:,}", f"{take.epochs:.2f}", cap])
     header = ["source", "records", "share asked", "share realized", "samples", "epochs", "max_epochs"]
+    if plan.tokens is not None:
+        header[4:4] = ["tokens"]
+    rows = []
+    for i, take in enumerate(a.takes):
+        samples = plan.samples[i] if plan.samples is not None else take.samples
+        cap = "" if take.max_epochs is None else f"{float(take.max_epochs):g}"
+        epochs = samples / plan.counts[i].size if plan.counts[i].size else 0.0
+        row = [take.source, f"{plan.counts[i].size:,}", _asked(plan, take.source),
+               f"{take.share * 100:.2f}%", f"{samples:,}", f"{epochs:.2f}", cap]
+        if plan.tokens is not None:
+            row[4:4] = [f"{plan.tokens[i]:,}"]
+        rows.append(row)
     notes = [_note(c) for c in plan.counts if _note(c)]
     return "\n".join([title, table(header, rows)] + notes)
 
@@ -56,15 +64,23 @@ def _note(count) -> str:  # noqa: ANN001 - a SourceCount
 
 
 def plan_json(plans: Sequence[MixPlan]) -> dict:
-    """One object keyed by mix (or sweep point) name: `total` and `takes`."""
+    """One object keyed by mix (or sweep point) name: `total` (samples) and `takes`."""
     out = {}
     for plan in plans:
-        a = plan.allocation
-        out[plan.target.name] = {
-            "mix": plan.target.mix.name, "sweep": plan.target.sweep, "by": plan.target.mix.by, "total": a.total,
-            "takes": [{"source": t.source, "records": t.records, "samples": t.samples, "epochs": t.epochs,
-                       "share": t.share, "share_asked": _asked(plan, t.source)} for t in a.takes],
-        }
+        takes = []
+        for i, t in enumerate(plan.allocation.takes):
+            samples = plan.samples[i] if plan.samples is not None else t.samples
+            size = plan.counts[i].size
+            entry = {"source": t.source, "records": size, "samples": samples,
+                     "epochs": samples / size if size else 0.0, "share": t.share,
+                     "share_asked": _asked(plan, t.source)}
+            if plan.tokens is not None:
+                entry["tokens"] = plan.tokens[i]
+            takes.append(entry)
+        out[plan.target.name] = {"mix": plan.target.mix.name, "sweep": plan.target.sweep, "by": plan.target.mix.by,
+                                 "total": sum(e["samples"] for e in takes), "takes": takes}
+        if plan.tokens is not None:
+            out[plan.target.name]["tokens"] = sum(plan.tokens)
     return out
 
 
@@ -80,8 +96,16 @@ def build_table(report: dict) -> str:
         parts.append(f"{name}: {train['samples']:,} samples, {train['tokens']:,} tokens in {train['rows']:,} rows "
                      f"(packing efficiency {train['packing_efficiency'] * 100:.1f}%); validation "
                      f"{val['samples']:,} samples\n" + table(header, rows))
-        dropped = [f"{src}: {', '.join(f'{v:,} {k}' for k, v in c.items() if v and k not in ('raw', 'size'))}"
-                   for src, c in t["sources"].items() if any(v for k, v in c.items() if k not in ("raw", "size"))]
-        parts[-1] += "".join(f"\n  {line}" for line in dropped)
+        parts[-1] += "".join(f"\n  {_accounted(src, c)}" for src, c in t["sources"].items())
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items())
     return "\n\n".join(parts) + f"\n\ntime: {timings}"
+
+
+_ACCOUNTS = ("used", "unused", "held_out", "duplicates", "broken", "overlong_dropped", "overlong_truncated",
+             "limited", "repeated")
+
+
+def _accounted(source: str, counts: dict) -> str:
+    """`customer: 1,500 records: 1,430 used, 70 held out` — every record of the source."""
+    parts = [f"{counts[k]:,} {k.replace('_', ' ')}" for k in _ACCOUNTS if counts.get(k)]
+    return f"{source}: {counts['raw']:,} records: " + ", ".join(parts)

@@ -1,0 +1,327 @@
+"""`mixc compile` end to end on small real data with the tiny local tokenizer.
+
+Loss masks decoded back to text, Megatron reading the shards, byte-identical rebuilds, the
+token cache, `--locked`, `verify`, an interrupted compile finishing on rerun, broken records,
+and the accounting of every record.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from compiler import build as build_module
+from compiler.shards import read_shard
+from runner.cli import main
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples" / "data"
+PROMPT = 'prompt(prompt = "Question: {{ question }}\\nAnswer:", response = " {{ answer }}")'
+
+
+def _lines(path: pathlib.Path, n: int) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()[:n]
+
+
+def make_project(root: pathlib.Path, model: pathlib.Path, mix_extra: str = "", shares=("40%", "30%", "rest"),
+                 chat_source: str = "") -> pathlib.Path:
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "prompt.jsonl").write_text("\n".join(_lines(EXAMPLES / "general" / "train.jsonl", 300)) + "\n")
+    (data / "chat.jsonl").write_text("\n".join(_lines(EXAMPLES / "customer" / "train.jsonl", 200)) + "\n")
+    texts = [json.loads(line)["text"] for line in _lines(EXAMPLES / "multilingual" / "de.jsonl", 150)]
+    pq.write_table(pa.table({"text": texts}), data / "text.parquet")
+    spec = root / "m.mix"
+    spec.write_text(f"""\
+source p {{
+  path    "data/prompt.jsonl"
+  format  {PROMPT}
+  holdout 5%
+}}
+
+source c {{
+  path   "data/chat.jsonl"
+  format chat(messages = "messages")
+  {chat_source}
+}}
+
+source t {{
+  path   "data/text.parquet"
+  format text(field = "text")
+}}
+
+mix m {{
+  tokenizer "{model}"
+  seq_len   256
+  packing   true
+  seed      3
+  {mix_extra}
+  take p {shares[0]}
+  take c {shares[1]}
+  take t {shares[2]}
+}}
+""")
+    return spec
+
+
+def compile_ok(spec: pathlib.Path, *args: str) -> dict:
+    assert main(["compile", str(spec), "--jobs", "1", *args]) == 0
+    out = pathlib.Path(args[args.index("-o") + 1]) if "-o" in args else spec.parent / "build"
+    return json.loads((out / "report.json").read_text())
+
+
+def samples(directory: pathlib.Path, split: str = "train") -> list[tuple[np.ndarray, np.ndarray, int]]:
+    index = json.loads((directory / "index.json").read_text())
+    return [s for shard in index[split]["shards"] for row in read_shard(str(directory), shard["name"]) for s in row]
+
+
+def _expected_loss_texts(root: pathlib.Path) -> dict[int, set[str]]:
+    prompt = [json.loads(x) for x in (root / "data" / "prompt.jsonl").read_text().splitlines()]
+    chat = [json.loads(x) for x in (root / "data" / "chat.jsonl").read_text().splitlines()]
+    text = pq.read_table(root / "data" / "text.parquet").column("text").to_pylist()
+    return {0: {" " + r["answer"] for r in prompt},
+            1: {"".join(m["content"] for m in r["messages"] if m["role"] == "assistant") for r in chat},
+            2: set(text)}
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_plain_model"])
+def test_loss_bearing_tokens_decode_to_exactly_the_response(tmp_path, request, model_fixture):
+    from tokenizers import Tokenizer
+
+    model = request.getfixturevalue(model_fixture)
+    spec = make_project(tmp_path, model)
+    compile_ok(spec)
+    tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
+    eos = "<|endoftext|>"
+    expected = _expected_loss_texts(tmp_path)
+    rows = samples(tmp_path / "build" / "m")
+    assert {source for _, _, source in rows} == {0, 1, 2}
+    for ids, mask, source in rows:
+        loss_text = tokenizer.decode(ids[mask == 1].tolist(), skip_special_tokens=False)
+        assert loss_text.endswith(eos)
+        assert loss_text[: -len(eos)] in expected[source], loss_text
+        assert ids[-1] == tokenizer.token_to_id(eos) and mask[-1] == 1
+
+
+def test_the_mask_test_can_fail_this_tokenizer_merges_across_the_boundary(tiny_model):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
+    prompt, response = "Question: Is 219 even or odd?\nAnswer:", " odd"
+    whole = tokenizer.encode(prompt + response).ids
+    apart = tokenizer.encode(prompt).ids + tokenizer.encode(response).ids
+    assert whole != apart  # so masking by position in the whole encoding would be wrong
+
+
+def test_megatron_reads_the_shards(tmp_path, tiny_model):
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    spec = make_project(tmp_path, tiny_model)
+    report = compile_ok(spec)
+    target = report["targets"]["m"]
+    directory = tmp_path / "build" / "m"
+    ours = samples(directory)
+    shard = target["train"]["shards"][0]["name"]
+    tokens = IndexedDataset(str(directory / f"{shard}.tokens"))
+    mask = IndexedDataset(str(directory / f"{shard}.mask"))
+    assert len(tokens) == len(mask) == target["train"]["samples"] == len(ours)
+    assert len(tokens.document_indices) - 1 == target["train"]["rows"]
+    for i in (0, len(ours) // 2, len(ours) - 1):
+        assert np.array_equal(np.array(tokens[i]), ours[i][0])
+        assert np.array_equal(np.array(mask[i]), ours[i][1])
+
+
+def test_same_inputs_give_byte_identical_builds(tmp_path, tiny_model, monkeypatch):
+    """Twice from a cold cache: once in this process, once with two tokenizer processes."""
+    spec = make_project(tmp_path / "a", tiny_model)
+    compile_ok(spec, "-o", str(tmp_path / "out1"))
+    first_lock = (tmp_path / "a" / "m.lock.json").read_bytes()
+    monkeypatch.setenv("MIXLANG_CACHE", str(tmp_path / "other-cache"))
+    assert main(["compile", str(spec), "--jobs", "2", "-o", str(tmp_path / "out2")]) == 0
+    assert (tmp_path / "out1" / "mix.lock.json").read_bytes() == (tmp_path / "out2" / "mix.lock.json").read_bytes()
+    assert (tmp_path / "a" / "m.lock.json").read_bytes() == first_lock
+    files = sorted(p.name for p in (tmp_path / "out1" / "m").iterdir())
+    assert any(f.endswith(".tokens.bin") for f in files)
+    for name in files:
+        assert (tmp_path / "out1" / "m" / name).read_bytes() == (tmp_path / "out2" / "m" / name).read_bytes()
+
+
+def test_lock_records_inputs_counts_and_hashes(tmp_path, tiny_model):
+    spec = make_project(tmp_path, tiny_model)
+    compile_ok(spec)
+    lock = json.loads((tmp_path / "m.lock.json").read_text())
+    assert lock == json.loads((tmp_path / "build" / "mix.lock.json").read_text())
+    assert set(lock["sources"]) == {"p", "c", "t"} and lock["spec"]["path"] == "m.mix"
+    assert lock["sources"]["p"]["files"] == ["data/prompt.jsonl"]
+    take = lock["targets"]["m"]["takes"][0]
+    assert {"samples", "tokens", "loss_tokens", "epochs", "share_samples", "share_tokens"} <= set(take)
+    assert lock["tokenizers"][str(tiny_model)]["chat_template_sha256"]
+    assert set(lock["libraries"]) == {"tokenizers", "transformers"}
+    assert all(len(sha) == 64 for sha in lock["targets"]["m"]["train"]["shards"].values())
+    assert "time" not in json.dumps(lock)
+
+
+def test_changing_a_share_or_adding_a_source_retokenizes_nothing_old(tmp_path, tiny_model):
+    spec = make_project(tmp_path, tiny_model)
+    assert sorted(compile_ok(spec)["tokenized"]) == ["c", "p", "t"]
+    spec.write_text(spec.read_text().replace("take p 40%", "take p 50%").replace("take c 30%", "take c 20%"))
+    report = compile_ok(spec)
+    assert report["tokenized"] == []
+    assert report["targets"]["m"]["takes"][0]["share_samples"] == pytest.approx(0.5, abs=1e-3)
+    (tmp_path / "data" / "more.jsonl").write_text('{"text": "ein neuer Satz"}\n{"text": "noch einer"}\n')
+    spec.write_text(spec.read_text() + 'source more {\n  path "data/more.jsonl"\n  format text()\n}\n\n'
+                    'mix n {\n  tokenizer "' + str(tiny_model) + '"\n  seq_len 64\n  take more 50%\n  take t rest\n}\n')
+    assert compile_ok(spec)["tokenized"] == ["more"]
+
+
+def test_a_sweep_compiles_every_point_from_one_tokenization(tmp_path, tiny_model):
+    spec = make_project(tmp_path, tiny_model)
+    spec.write_text(spec.read_text() + "sweep s {\n  vary m.p in [60%, 20%]\n}\n")
+    report = compile_ok(spec)
+    assert sorted(report["tokenized"]) == ["c", "p", "t"]
+    shares = sorted(t["takes"][0]["share_samples"] for name, t in report["targets"].items() if t["sweep"])
+    assert shares == pytest.approx([0.2, 0.6], abs=1e-3)
+
+
+def test_locked_refuses_drift_and_names_it(tmp_path, tiny_model, capsys):
+    spec = make_project(tmp_path, tiny_model)
+    assert main(["compile", str(spec), "--jobs", "1", "--locked"]) == 1
+    assert "E713" in capsys.readouterr().err
+    compile_ok(spec)
+    assert main(["compile", str(spec), "--jobs", "1", "--locked"]) == 0
+    with open(tmp_path / "data" / "prompt.jsonl", "a") as f:
+        f.write('{"question": "What is 1 + 1?", "answer": "2"}\n')
+    assert main(["compile", str(spec), "--jobs", "1", "--locked"]) == 1
+    err = capsys.readouterr().err
+    assert "E714" in err and "source `p` changed" in err and "source `c`" not in err
+    spec.write_text(spec.read_text().replace("seed      3", "seed      4"))
+    assert main(["compile", str(spec), "--jobs", "1", "--locked"]) == 1
+    assert "the spec `m.mix`" in capsys.readouterr().err
+
+
+def test_verify_rechecks_every_shard(tmp_path, tiny_model, capsys):
+    spec = make_project(tmp_path, tiny_model)
+    compile_ok(spec)
+    build = tmp_path / "build"
+    assert main(["verify", str(build)]) == 0
+    victim = next((build / "m").glob("train-*.tokens.bin"))
+    data = bytearray(victim.read_bytes())
+    data[0] ^= 1
+    victim.write_bytes(bytes(data))
+    assert main(["verify", str(build)]) == 1
+    assert f"{victim}: sha256 differs" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "data")]) == 1
+
+
+def test_an_interrupted_compile_leaves_no_complete_looking_build_and_rerun_finishes(tmp_path, tiny_model, monkeypatch):
+    spec = make_project(tmp_path, tiny_model)
+    calls = {"n": 0}
+    real = build_module.write_rows
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the validation split of the first target
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "write_rows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["compile", str(spec), "--jobs", "1"])
+    build = tmp_path / "build"
+    assert not (build / "mix.lock.json").exists() and not (build / "m" / "index.json").exists()
+    assert not (tmp_path / "m.lock.json").exists()
+    monkeypatch.setattr(build_module, "write_rows", real)
+    compile_ok(spec)
+    clean = tmp_path / "clean"
+    compile_ok(spec, "-o", str(clean))
+    for path in (clean / "m").iterdir():
+        assert (build / "m" / path.name).read_bytes() == path.read_bytes()
+    assert not [p for p in (build / "m").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_broken_record_stops_the_compile_with_file_line_and_field(tmp_path, tiny_model, capsys):
+    spec = make_project(tmp_path, tiny_model)
+    with open(tmp_path / "data" / "chat.jsonl", "a") as f:
+        f.write('{"messages": [{"role": "user"}]}\n')
+    assert main(["compile", str(spec), "--jobs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "E507" in err and "chat.jsonl:201" in err and "messages[0].content" in err
+    assert not (tmp_path / "build" / "mix.lock.json").exists()
+
+
+def test_on_error_skip_counts_broken_records_and_every_record_is_accounted_for(tmp_path, tiny_model):
+    spec = make_project(tmp_path, tiny_model, chat_source="on_error skip\n  dedup exact\n  limit 150 samples")
+    with open(tmp_path / "data" / "chat.jsonl", "a") as f:
+        f.write('not json\n{"messages": "nope"}\n')
+        f.write("\n".join(_lines(tmp_path / "data" / "chat.jsonl", 3)) + "\n")  # three duplicates
+    report = compile_ok(spec)
+    counts = report["targets"]["m"]["sources"]["c"]
+    assert counts["raw"] == 205 and counts["broken"] == 2 and counts["duplicates"] >= 3
+    assert counts["limited"] == 200 - (counts["duplicates"] - 3) - 150 and counts["size"] == 150
+    for name, c in report["targets"]["m"]["sources"].items():
+        parts = ("used", "unused", "held_out", "duplicates", "broken", "overlong_dropped", "limited")
+        assert sum(c[k] for k in parts) == c["raw"], name
+
+
+def test_overlong_samples_are_dropped_or_truncated_and_reported(tmp_path, tiny_model):
+    spec = make_project(tmp_path, tiny_model)
+    spec.write_text(spec.read_text().replace("seq_len   256", "seq_len   44"))
+    report = compile_ok(spec)
+    assert report["targets"]["m"]["sources"]["c"]["overlong_dropped"] > 0
+    spec.write_text(spec.read_text().replace('format chat(messages = "messages")',
+                                             'format chat(messages = "messages")\n  overlong truncate'))
+    report = compile_ok(spec)
+    assert report["targets"]["m"]["sources"]["c"]["overlong_truncated"] > 0
+    assert all(len(ids) <= 44 for ids, _, _ in samples(tmp_path / "build" / "m"))
+
+
+def test_by_tokens_meets_shares_in_tokens_within_one_sample(tmp_path, tiny_model, capsys):
+    spec = make_project(tmp_path, tiny_model, mix_extra="by tokens\n  total 6K tokens",
+                        shares=("50%", "25%", "rest"))
+    assert main(["plan", str(spec)]) == 1
+    assert "E604" in capsys.readouterr().err
+    report = compile_ok(spec)
+    takes = report["targets"]["m"]["takes"]
+    longest = max(len(ids) for ids, _, _ in samples(tmp_path / "build" / "m"))
+    for take, share in zip(takes, (0.5, 0.25, 0.25)):
+        assert 0 <= take["tokens"] - 6000 * share < longest + 1
+    capsys.readouterr()
+    assert main(["plan", "--json", str(spec)]) == 0
+    plan = json.loads(capsys.readouterr().out)["m"]
+    assert [t["samples"] for t in plan["takes"]] == [t["samples"] for t in takes]
+    assert [t["tokens"] for t in plan["takes"]] == [t["tokens"] for t in takes]
+
+
+def test_without_packing_every_sample_is_its_own_row(tmp_path, tiny_model):
+    spec = make_project(tmp_path, tiny_model)
+    spec.write_text(spec.read_text().replace("packing   true", "packing   false"))
+    train = compile_ok(spec)["targets"]["m"]["train"]
+    assert train["rows"] == train["samples"] and train["packing_efficiency"] < 0.5
+
+
+def test_holdouts_become_the_validation_split(tmp_path, tiny_model):
+    spec = make_project(tmp_path, tiny_model)
+    target = compile_ok(spec)["targets"]["m"]
+    assert target["validation"]["samples"] == target["sources"]["p"]["held_out"] > 0
+    assert {s for _, _, s in samples(tmp_path / "build" / "m", "validation")} == {0}
+
+
+def test_csv_and_save_to_disk_sources_compile(tmp_path, tiny_model):
+    import datasets
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("text\nhello there\n\"a, quoted\nline\"\n")
+    datasets.Dataset.from_dict({"text": ["eins", "zwei", "drei"]}).save_to_disk(str(data / "saved"))
+    spec = tmp_path / "m.mix"
+    spec.write_text(f'source a {{\n  path "data/a.csv"\n  format text()\n}}\n\nsource b {{\n  path "data/saved"\n'
+                    f'  format text()\n}}\n\nmix m {{\n  tokenizer "{tiny_model}"\n  seq_len 32\n  take a 40%\n'
+                    f'  take b rest\n}}\n')
+    report = compile_ok(spec)
+    assert report["targets"]["m"]["sources"]["a"]["raw"] == 2 and report["targets"]["m"]["sources"]["b"]["raw"] == 3
+    shutil.rmtree(tmp_path / "build")
