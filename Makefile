@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: $(VENV)/.installed
+	$(PY) scripts/make_tiny_model.py --out examples/models/tiny
 	$(VENV)/bin/mixc check examples/customer_blend.mix
 	$(VENV)/bin/mixc plan examples/customer_blend.mix
+	$(VENV)/bin/mixc compile examples/customer_blend.mix
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -47,3 +47,20 @@ def test_sweep_plans_one_point_per_share():
         "customer_share[customer_blend.customer=50%]"]
     assert shares[0] == 1.0 and abs(shares[1] - 0.75) < 1e-3 and abs(shares[2] - 0.5) < 1e-3
     assert plans[0].allocation.take("general").samples == 0
+
+
+@pytest.mark.parametrize("name", ["customer_blend.mix", "customer_sweep.mix", "multilingual.mix"])
+def test_example_compiles(tmp_path, tiny_model, name):
+    import shutil
+
+    from runner.cli import main
+
+    examples = pathlib.Path(__file__).parents[1] / "examples"
+    for spec in examples.glob("*.mix"):
+        shutil.copy(spec, tmp_path / spec.name)
+    shutil.copytree(examples / "data", tmp_path / "data")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny").symlink_to(tiny_model)
+    assert main(["compile", str(tmp_path / name), "--jobs", "1"]) == 0
+    assert (tmp_path / name.replace(".mix", ".lock.json")).exists()
+    assert main(["verify", str(tmp_path / "build")]) == 0
