@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 # The CPU build of torch this project's CI pins; on a GPU cluster pass TORCH=torch to get yours.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test fuzz
+.PHONY: demo test fuzz slurm
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -19,7 +19,11 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/mixc plan examples/customer_blend.mix
 	$(VENV)/bin/mixc compile examples/customer_blend.mix
 
-test: $(VENV)/.installed
+# The tests submit to a real single-node Slurm: slurm_up.sh installs (apt, as root) and starts it.
+slurm:
+	bash scripts/slurm_up.sh
+
+test: $(VENV)/.installed slurm
 	$(PY) -m pytest -q
 
 fuzz: $(VENV)/.installed

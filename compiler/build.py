@@ -80,6 +80,11 @@ def compile_program(program: CheckedProgram, texts: dict[str, str], options: Bui
     with _timed(timings, "select_pack_write"):
         built = {t.name: _build_target(program, t, inputs, options) for t in targets}
     lock = lockfile.make_lock(program, texts, inputs.content, inputs.tokenizers, built, inputs.files)
+    if program.trains:
+        from compiler.scripts import render_target
+
+        for index in built.values():
+            render_target(program, os.path.join(options.out, index["directory"]), index, lock["fingerprint"])
     report = {"targets": built, "tokenized": inputs.tokenized, "timings": timings}
     lockfile.write_json(os.path.join(options.out, "report.json"), {**report, "timings_s": timings})
     lockfile.write_lock(os.path.join(options.out, "mix.lock.json"), lock)
@@ -170,7 +175,7 @@ def _build_target(program: CheckedProgram, target: PlanTarget, inputs: _Inputs, 
         raise MixError(*(_with_target(d, target) for d in e.diagnostics)) from None
     vocab = inputs.tokenizers[mix.tokenizer].vocab_size
     index = _write_splits(directory, target, selection, pools, caches, vocab, options)
-    index["inputs"] = fingerprint
+    index["inputs"], index["vocab_size"], index["directory"] = fingerprint, vocab, _dir_name(target)
     lockfile.write_json(os.path.join(directory, "index.json"), index)
     options.log(f"wrote     {target.name}: {index['train']['samples']:,} samples in {index['train']['rows']:,} rows")
     return index

@@ -20,7 +20,7 @@ from mixlang.diagnostics import MixError, error
 from mixlang.program import CheckedProgram
 
 LOCK_VERSION = 1
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 
 
 def spec_json(value: Any) -> Any:

@@ -43,19 +43,29 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--shard-mb", type=float, default=256, metavar="MB", help="roll shards over at this size")
     ve = sub.add_parser("verify", help="recheck every shard of a build against its lock")
     ve.add_argument("build", metavar="BUILD")
+    from runner.cli_runs import add_parsers
+
+    add_parsers(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     named = getattr(args, "files", None) or [getattr(args, "file", None) or getattr(args, "build", None)]
+    if args.verb in ("status", "logs", "cancel", "gate", "report"):
+        named = []
     missing = [f for f in named if f and not os.path.exists(f)]
     if missing:
         print(f"mixc: error: no such file: {missing[0]}", file=sys.stderr)
         return EXIT_USAGE
-    verbs = {"check": _check, "fmt": _fmt, "plan": _plan, "compile": _compile, "verify": _verify}
+    from runner.cli_runs import verbs as run_verbs
+
+    verbs = {"check": _check, "fmt": _fmt, "plan": _plan, "compile": _compile, "verify": _verify, **run_verbs()}
     try:
         return verbs[args.verb](args)
+    except MixError as e:
+        print(render_all(e.diagnostics, {}), file=sys.stderr)
+        return EXIT_ERRORS
     except BrokenPipeError:  # `mixc plan | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

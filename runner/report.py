@@ -6,6 +6,7 @@ strings; the CLI prints them.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Sequence
 
 from compiler.plan import MixPlan, percent
@@ -109,3 +110,44 @@ def _accounted(source: str, counts: dict) -> str:
     """`customer: 1,500 records: 1,430 used, 70 held out` — every record of the source."""
     parts = [f"{counts[k]:,} {k.replace('_', ' ')}" for k in _ACCOUNTS if counts.get(k)]
     return f"{source}: {counts['raw']:,} records: " + ", ".join(parts)
+
+
+def verdict_table(judged: Sequence) -> str:
+    """One row per gate of every entry: metric, base, candidate, threshold, pass/fail."""
+    rows = []
+    for entry, verdicts in judged:
+        if verdicts is None:
+            rows.append([entry.target, "(no metrics.json)", "", "", "", "", "FAIL"])
+            continue
+        for v in verdicts:
+            rows.append([entry.target, v.metric, _num(v.base), _num(v.candidate), f"{v.comparator} {v.rule}",
+                         _num(v.threshold), "pass" if v.passed else "FAIL"])
+    verdict = "PASS" if rows and all(r[-1] == "pass" for r in rows) else "FAIL"
+    return table(["entry", "metric", "base", "candidate", "gate", "threshold", "verdict"], rows, left=2) + \
+        f"\n\nverdict: {verdict}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def run_table(judged: Sequence) -> str:
+    """One row per entry (sweep point): its shares, every metric (candidate, base), every gate."""
+    import json
+    import os
+
+    metric_names = list(dict.fromkeys(g["metric"] for e, _ in judged for g in e.gates))
+    header = ["entry", "shares"] + [f"{m} (base)" for m in metric_names] + ["gates"]
+    rows = []
+    for entry, verdicts in judged:
+        metrics = {}
+        path = os.path.join(entry.run_dir, "metrics.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                metrics = json.load(f)
+        shares = ", ".join(f"{k}={float(Fraction(v)) * 100:g}%" for k, v in entry.point.items()) or "-"
+        cells = [f"{_num(metrics.get('candidate', {}).get(m))} ({_num(metrics.get('base', {}).get(m))})" for m in metric_names]
+        gates = "no metrics" if verdicts is None else " ".join(
+            f"{v.metric}{v.comparator}{v.rule}:{'pass' if v.passed else 'FAIL'}" for v in verdicts)
+        rows.append([entry.target, shares, *cells, gates])
+    return table(header, rows, left=2)

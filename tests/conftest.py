@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import shutil
+import subprocess
 
 import pytest
 
@@ -43,3 +45,43 @@ def token_cache(tmp_path_factory, monkeypatch) -> pathlib.Path:
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("MIXLANG_CACHE", str(path))
     return path
+
+
+# ---- the real single-node Slurm cluster (scripts/slurm_up.sh; `make test` and CI start it) ----
+
+START_HINT = "start it with `bash scripts/slurm_up.sh` (as root; see the header of that script)"
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess | None:
+    """The finished command, or None when it did not answer within 5 s."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """Fails (never skips) unless the local Slurm cluster answers with a usable node and sacct."""
+    for tool in ("sinfo", "sbatch", "srun", "sacct", "scancel"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"Slurm is not installed (`{tool}` not on PATH): {START_HINT}", pytrace=False)
+    node = _run(["sinfo", "-h", "-p", "debug", "-o", "%T"])
+    if node is None:
+        pytest.fail(f"`sinfo` did not answer within 5 s (slurmctld down or hung): {START_HINT}", pytrace=False)
+    states = node.stdout.split()
+    if node.returncode != 0 or not {"idle", "mixed"} & set(states):
+        pytest.fail(
+            f"no idle/mixed node in Slurm partition `debug` (sinfo rc={node.returncode}, "
+            f"states={states}, stderr={node.stderr.strip()!r}): {START_HINT}",
+            pytrace=False,
+        )
+    acct = _run(["sacct", "-n", "-X", "-S", "now"])
+    if acct is None:
+        pytest.fail(f"`sacct` did not answer within 5 s (slurmdbd down?): {START_HINT}", pytrace=False)
+    if acct.returncode != 0:
+        pytest.fail(
+            f"`sacct` fails ({acct.stderr.strip()!r}); submitit reads job states only through sacct, "
+            f"so the cluster needs accounting (SLURM_ACCT=dbd, the default): {START_HINT}",
+            pytrace=False,
+        )

@@ -109,10 +109,12 @@ def test_plan_reports_missing_data_and_infeasible_mixes(tmp_path, capsys):
     assert "E603" in err and "`a` would need 2.00 epochs" in err and "largest total that fits is 5" in err
 
 
-def test_plan_by_tokens_says_it_needs_token_counts(tmp_path, capsys):
+def test_plan_by_tokens_needs_the_tokenizer(tmp_path, capsys):
+    """(With a real tokenizer and no token cache yet it is E604: tests/compiler/test_build.py.)"""
     path = _spec(tmp_path, GOOD.replace("total 10 samples", "total 10K tokens\n  by tokens"))
     assert main(["plan", str(path)]) == 1
-    assert "E604" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "E701" in err and "cannot load tokenizer `tok`" in err
 
 
 def test_plan_unknown_mix_is_a_usage_error(tmp_path, capsys):
