@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	$(PY) scripts/make_tiny_model.py --out examples/models/tiny
 	$(VENV)/bin/mixc check examples/customer_blend.mix
 	$(VENV)/bin/mixc plan examples/customer_blend.mix
-	$(VENV)/bin/mixc compile examples/customer_blend.mix
+	$(VENV)/bin/mixc run examples/customer_blend.mix --cluster local
 
 # The tests submit to a real single-node Slurm: slurm_up.sh installs (apt, as root) and starts it.
 slurm:

@@ -164,3 +164,41 @@ def test_requeue_mid_training_resumes_and_reaches_the_same_weights(slurm_cluster
     assert finals[0].keys() == finals[1].keys()
     for key in finals[0]:
         assert (finals[0][key] == finals[1][key]).all(), key
+
+
+def test_cancel_stops_a_running_run(slurm_cluster, tmp_path, tiny_model, capsys):
+    spec = make_run_project(tmp_path, tiny_model, epochs="20")
+    assert main(["submit", str(spec), "--cluster", "slurm", "--jobs", "1"]) == 0
+    run = load(str(next((tmp_path / "build" / "runs").iterdir())))
+    assert main(["cancel", run.folder]) == 0
+    assert "cancelled m/train" in capsys.readouterr().out
+    states = {role: s for _, role, _, s in _wait_run(run.folder, timeout=60)}
+    assert all(s.startswith("CANCELLED") for s in states.values()), states
+
+
+def test_two_gpus_per_node_launch_one_process_each_with_a_rendezvous(slurm_cluster, tmp_path, tiny_model):
+    """The cluster's GPUs are fake, so each rank trains on the CPU, but Slurm really starts one
+    task per GPU and they really form one gloo process group (DDP) through the rendezvous."""
+    spec = make_run_project(tmp_path, tiny_model, with_eval=False,
+                            resources='gpus_per_node 2\n    cpus_per_task 1\n    time "00:10:00"')
+    assert main(["submit", str(spec), "--cluster", "slurm", "--jobs", "1"]) == 0
+    run = load(str(next((tmp_path / "build" / "runs").iterdir())))
+    states = {role: s for _, role, _, s in _wait_run(run.folder, timeout=300)}
+    assert states == {"train": "COMPLETED"}, states
+    entry = run.entries[0]
+    logs = pathlib.Path(entry.jobs["train"].folder)
+    job_id = entry.jobs["train"].job_id
+    assert (logs / f"{job_id}_0_log.out").exists() and (logs / f"{job_id}_1_log.out").exists()
+    assert (pathlib.Path(entry.run_dir) / "final" / "model.safetensors").exists()
+    log = [json.loads(x) for x in (pathlib.Path(entry.run_dir) / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["world_size"] == 2
+
+
+def test_local_sweep_points_run_one_after_another(tmp_path, tiny_model, capsys):
+    spec = make_run_project(tmp_path, tiny_model, with_eval=False, extra="\nsweep s {\n  vary m.p in [60%, 20%]\n}\n")
+    assert main(["submit", str(spec), "--cluster", "local", "--mix", "s", "--jobs", "1"]) == 0
+    run = load(str(next((tmp_path / "build" / "runs").iterdir())))
+    final = _wait_run(run.folder, timeout=300)
+    assert [s for *_, s in final] == ["COMPLETED", "COMPLETED"]
+    first, second = (pathlib.Path(e.run_dir) for e in run.entries)
+    assert (first / "train.done").stat().st_mtime <= min(p.stat().st_mtime for p in (second / "checkpoints").iterdir())
