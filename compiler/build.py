@@ -223,7 +223,8 @@ def _write_splits(directory: str, target: PlanTarget, selection: Any, pools: dic
     return {"name": target.name, "mix": mix.name, "sweep": target.sweep,
             "point": {k: str(v) for k, v in target.point}, "seq_len": mix.seq_len, "packing": mix.packing,
             "by": mix.by, "seed": mix.seed, "train": train, "validation": validation, "takes": takes,
-            "sources": _accounting(pool_list, selection)}
+            "sources": _accounting(pool_list, selection),
+            "broken_examples": {t.source: c.errors[:5] for t, c in zip(mix.takes, caches) if c.errors}}
 
 
 def _accounting(pools: list[SourcePool], selection: Any) -> dict[str, dict]:

@@ -98,6 +98,8 @@ def build_table(report: dict) -> str:
                      f"(packing efficiency {train['packing_efficiency'] * 100:.1f}%); validation "
                      f"{val['samples']:,} samples\n" + table(header, rows))
         parts[-1] += "".join(f"\n  {_accounted(src, c)}" for src, c in t["sources"].items())
+        parts[-1] += "".join(f"\n    broken: {line}" for lines in t.get("broken_examples", {}).values()
+                             for line in lines)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in report["timings"].items())
     return "\n\n".join(parts) + f"\n\ntime: {timings}"
 

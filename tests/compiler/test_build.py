@@ -263,6 +263,8 @@ def test_on_error_skip_counts_broken_records_and_every_record_is_accounted_for(t
     counts = report["targets"]["m"]["sources"]["c"]
     assert counts["raw"] == 205 and counts["broken"] == 2 and counts["duplicates"] >= 3
     assert counts["limited"] == 200 - (counts["duplicates"] - 3) - 150 and counts["size"] == 150
+    examples = report["targets"]["m"]["broken_examples"]["c"]
+    assert [e.split(": ")[0].rsplit("/", 1)[-1] for e in examples] == ["chat.jsonl:201", "chat.jsonl:202"]
     for name, c in report["targets"]["m"]["sources"].items():
         parts = ("used", "unused", "held_out", "duplicates", "broken", "overlong_dropped", "limited")
         assert sum(c[k] for k in parts) == c["raw"], name
