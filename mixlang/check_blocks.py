@@ -27,6 +27,11 @@ class BlockReader:
     def report(self, d: Diagnostic) -> None:
         self.diagnostics.append(d)
 
+    @property
+    def errors(self) -> int:
+        """Errors reported so far; a block is good when this did not grow while reading it."""
+        return sum(1 for d in self.diagnostics if d.is_error)
+
     def value(self, reader: v.Reader, value: s.Value, key: str) -> object:
         """The typed value, or None after reporting why it is wrong."""
         try:

@@ -24,17 +24,14 @@ TRAIN_SCHEMA: dict[str, v.Reader] = {
 }
 
 
-def _errors(reader: BlockReader) -> int:
-    return sum(1 for d in reader.diagnostics if d.is_error)
-
 
 def check_train(block: s.Block, reader: BlockReader, blocks: Blocks) -> TrainSpec | None:
-    before = _errors(reader)
+    before = reader.errors
     fields = reader.read(block, TRAIN_SCHEMA, items=(s.Resources,), required=("data", "model"))
     resources = _resources(block, reader)
     _data_is_mix(fields, reader, blocks)
     _batch_fits(block, fields, resources, reader)
-    if _errors(reader) > before:
+    if reader.errors > before:
         return None
     defaults = TrainSpec(name="", data="", model="")
     return TrainSpec(
@@ -102,7 +99,7 @@ def _strings(value: s.Value, key: str) -> tuple[str, ...]:
 
 def check_eval(block: s.Block, reader: BlockReader, blocks: Blocks,
                sources: Sequence[SourceSpec]) -> EvalSpec | None:
-    before = _errors(reader)
+    before = reader.errors
     reader.read(block, {}, items=(s.Metric, s.Gate, s.Resources))
     if block.name.name not in blocks["train"]:
         reader.report(error("E404", f"eval for unknown train `{block.name.name}`", block.name.span,
@@ -111,7 +108,7 @@ def check_eval(block: s.Block, reader: BlockReader, blocks: Blocks,
     metrics = _metrics(block, reader, {src.name: src for src in sources}, blocks)
     gates = _gates(block, reader, metrics)
     resources = _resources(block, reader)
-    if _errors(reader) > before:
+    if reader.errors > before:
         return None
     return EvalSpec(block.name.name, tuple(metrics.values()), tuple(gates), resources, block.span)
 
@@ -195,7 +192,7 @@ def _gate(gate: s.Gate) -> GateSpec:
 
 def check_sweep(block: s.Block, reader: BlockReader, mixes: Sequence[MixSpec],
                 blocks: Blocks) -> SweepSpec | None:
-    before = _errors(reader)
+    before = reader.errors
     reader.read(block, {}, items=(s.Vary,))
     checked = {m.name: m for m in mixes}
     varies = [_vary(item, reader, checked, blocks) for item in block.items if isinstance(item, s.Vary)]
@@ -204,7 +201,7 @@ def check_sweep(block: s.Block, reader: BlockReader, mixes: Sequence[MixSpec],
         reader.report(error("E411", f"sweep `{block.name.name}` varies nothing", block.name.span,
                             help="add `vary MIX.TAKE in [shares]`"))
     _no_repeats(varies, reader)
-    if _errors(reader) > before:
+    if reader.errors > before:
         return None
     return SweepSpec(block.name.name, tuple(varies), block.span)
 

@@ -73,9 +73,9 @@ SOURCE_SCHEMA: dict[str, v.Reader] = {
 
 
 def check_source(block: s.Block, reader: BlockReader) -> SourceSpec | None:
-    errors_before = _errors(reader)
+    errors_before = reader.errors
     fields = reader.read(block, SOURCE_SCHEMA, required=("path", "format"))
-    if _errors(reader) > errors_before:
+    if reader.errors > errors_before:
         return None
     limit = get(fields, "limit")
     return SourceSpec(
@@ -94,7 +94,7 @@ MIX_SCHEMA: dict[str, v.Reader] = {
 
 
 def check_mix(block: s.Block, reader: BlockReader, blocks: Blocks) -> MixSpec | None:
-    errors_before = _errors(reader)
+    errors_before = reader.errors
     fields = reader.read(block, MIX_SCHEMA, items=(s.Take,), required=("tokenizer", "seq_len"))
     takes = _takes(block, reader, blocks)
     _check_total(fields, reader)
@@ -105,7 +105,7 @@ def check_mix(block: s.Block, reader: BlockReader, blocks: Blocks) -> MixSpec | 
     elif len(takes) == len(written):  # with a take dropped for its own error, the sums would mislead
         check_shares(block.name.name, takes, reader, block.name.span)
         _check_temperature(fields, takes, reader)
-    if _errors(reader) > errors_before:
+    if reader.errors > errors_before:
         return None
     total = get(fields, "total")
     return MixSpec(
@@ -198,6 +198,3 @@ def _first(span: s.Span | None) -> tuple[Label, ...]:
 def _pct(x: Fraction) -> str:
     return f"{float(x) * 100:.6g}%"
 
-
-def _errors(reader: BlockReader) -> int:
-    return sum(1 for d in reader.diagnostics if d.is_error)
