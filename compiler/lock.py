@@ -16,6 +16,7 @@ import os
 from fractions import Fraction
 from typing import Any, Mapping
 
+from compiler.files import canonical_json, write_json
 from mixlang.diagnostics import MixError, error
 from mixlang.program import CheckedProgram
 
@@ -35,18 +36,7 @@ def spec_json(value: Any) -> Any:
     return value
 
 
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
-
-
-def write_json(path: str, value: Any) -> None:
-    """Canonical JSON through a temporary file and a rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(canonical(value))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+canonical = canonical_json
 
 
 def write_lock(path: str, lock: dict) -> None:

@@ -18,6 +18,7 @@ import shlex
 from importlib import resources
 from typing import Any
 
+from compiler.files import canonical_json, write_text
 from mixlang.program import CheckedProgram, EvalSpec, ResourcesSpec, TrainSpec
 
 EVAL_BATCH = 8
@@ -159,11 +160,5 @@ def _sbatch(train: TrainSpec, header: dict) -> str:
 
 
 def _write(path: str, value: Any, executable: bool = False) -> None:
-    import json
-
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, indent=1) + "\n"
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o755 if executable else 0o644)
-    os.replace(tmp, path)
+    text = value if isinstance(value, str) else canonical_json(value)
+    write_text(path, text, 0o755 if executable else 0o644)

@@ -96,6 +96,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _fmt(args: argparse.Namespace) -> int:
+    from compiler.files import write_text
     from mixlang.fmt import format_module
     from mixlang.loader import read_text
     from mixlang.parser import parse
@@ -113,20 +114,10 @@ def _fmt(args: argparse.Namespace) -> int:
         if formatted != text:
             changed.append(path)
             if not args.check:
-                write_atomic(path, formatted)
+                write_text(path, formatted)
     for path in changed:
         print(f"would reformat {path}" if args.check else f"reformatted {path}")
     return EXIT_ERRORS if status or (args.check and changed) else EXIT_OK
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write a file through a temporary file and a rename, so no reader sees half of it."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field
 
+from compiler.files import write_json
 from mixlang.diagnostics import MixError, error
 from runner.jobs import JobRef
 
@@ -55,10 +56,7 @@ def now() -> str:
 def save(run: RunRecord) -> str:
     os.makedirs(run.folder, exist_ok=True)
     path = os.path.join(run.folder, "run.json")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(asdict(run), f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_json(path, asdict(run))
     return path
 
 

@@ -14,6 +14,7 @@ import os
 import time
 from typing import Callable
 
+from compiler.files import write_json
 from mixlang.diagnostics import MixError, error
 from runner import gates as gating
 from runner import jobs
@@ -143,13 +144,7 @@ def gate(run: RunRecord) -> list[tuple[EntryRecord, list[gating.GateVerdict] | N
             continue
         with open(path, encoding="utf-8") as f:
             verdicts = gating.judge(entry.gates, json.load(f))
-        _write_json(os.path.join(entry.run_dir, "verdict.json"), gating.verdict_json(verdicts))
+        write_json(os.path.join(entry.run_dir, "verdict.json"), gating.verdict_json(verdicts))
         out.append((entry, verdicts))
     return out
 
-
-def _write_json(path: str, value: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
