@@ -10,8 +10,15 @@ re-tokenizes nothing. A cache entry is built in a temporary directory and rename
 so an interrupted build leaves nothing that looks complete.
 
 Tokenizing runs in `jobs` worker processes (spawned, one tokenizer thread each, under jemalloc
-when Debian's libjemalloc2 is installed), fed batches of raw records by this process with
-back-pressure, so memory stays bounded whatever the source's size.
+when Debian's libjemalloc2 is installed), fed by this process with back-pressure, so memory
+stays bounded whatever the source's size: JSON Lines as ~1 MiB blocks of whole lines (the
+workers split and parse them), other formats as batches of records. The workers are kept for
+the next source of the same compile and stopped when idle.
+
+The cache root also remembers two small, slow values that depend only on files: a source's
+content hash (by its files' stat signature) and a local tokenizer directory's setup (by its
+files' contents), so a recompile from a warm cache neither re-reads the sources nor imports
+transformers.
 """
 
 from __future__ import annotations
@@ -19,23 +26,30 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from compiler.encode import RECORD_DTYPE, STATUS_BROKEN, EncodedBatch, Encoder, TokenizerSetup, encode_in_worker, init_worker
+from compiler.encode import (
+    RECORD_DTYPE, STATUS_BROKEN, EncodedBatch, Encoder, TokenizerSetup, encode_in_worker, encode_lines_in_worker,
+    init_worker,
+)
 from compiler.records import RecordRef
 from compiler.sources import iter_records
 from mixlang.diagnostics import MixError, error
 from mixlang.program import SourceSpec
 
 CACHE_VERSION = 1
-BATCH_RECORDS = 1000
+BATCH_RECORDS = 1000  # records a task, for formats read by compiler.records
+BLOCK_BYTES = 1 << 20  # bytes of whole lines a task, for JSON Lines
 _JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 _MAX_ERRORS_KEPT = 20
 
@@ -45,7 +59,19 @@ def cache_root() -> str:
 
 
 def content_sha256(files: tuple[str, ...]) -> str:
-    """sha256 over the sources' bytes (each file's size, then its content), read in 8 MiB chunks."""
+    """sha256 over the sources' bytes (each file's size, then its content), read in 8 MiB chunks.
+    Remembered in the cache by the files' stat signature, so unchanged files are read once."""
+    signature = _stat_signature(files)
+    found = remembered("content", signature) if signature else None
+    if isinstance(found, str):
+        return found
+    digest = _hash_contents(files)
+    if signature and signature == _stat_signature(files):
+        remember("content", signature, digest)
+    return digest
+
+
+def _hash_contents(files: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for path in files:
         if path.startswith("hf:"):
@@ -59,10 +85,75 @@ def content_sha256(files: tuple[str, ...]) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    import tokenizers
-    import transformers
+    """Versions of the libraries that decide token ids, from their installed metadata (the
+    module's own `__version__` when it is already imported): importing transformers takes
+    seconds that a compile from a warm cache does not otherwise spend."""
+    return {name: _version(name) for name in ("tokenizers", "transformers")}
 
-    return {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__}
+
+def _version(name: str) -> str:
+    if name in sys.modules:
+        return sys.modules[name].__version__
+    from importlib import metadata
+
+    return metadata.version(name)
+
+
+# Remembered values: small results that are slow to compute and depend only on files (a
+# source's content hash, a local tokenizer directory's setup), kept under the cache root and
+# keyed by a signature of those files. A file changed within the last RACY_SECONDS gives no
+# signature, as in git's index: a second change within the same timestamp tick could go unseen.
+RACY_SECONDS = 2.0
+_SMALL_FILE = 64 << 20
+
+
+def remembered(kind: str, signature: str) -> Any:
+    try:
+        with open(os.path.join(cache_root(), kind, signature + ".json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def remember(kind: str, signature: str, value: Any) -> None:
+    folder = os.path.join(cache_root(), kind)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{signature}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f)
+    os.replace(tmp, os.path.join(folder, signature + ".json"))
+
+
+def _stat_signature(files: tuple[str, ...]) -> str | None:
+    """Where each file is and when it last changed (device, inode, size, mtime, ctime)."""
+    entries: list[Any] = []
+    for path in files:
+        if path.startswith("hf:"):
+            entries.append(path)
+            continue
+        st = os.stat(path)
+        if time.time() - st.st_ctime < RACY_SECONDS:
+            return None
+        entries.append([os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    return hashlib.sha256(json.dumps([CACHE_VERSION, entries]).encode()).hexdigest()[:32]
+
+
+def directory_signature(directory: str) -> str | None:
+    """The library versions, the name, and every file below a directory: its path and size, the
+    sha256 of its content when small (tokenizer files), else its stat times (model weights)."""
+    entries: list[Any] = [CACHE_VERSION, library_versions(), directory]
+    for folder, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            st = os.stat(path)
+            if time.time() - st.st_ctime < RACY_SECONDS:
+                return None
+            if st.st_size <= _SMALL_FILE:
+                entries.append([os.path.relpath(path, directory), st.st_size, _hash_contents((path,))])
+            else:
+                entries.append([os.path.relpath(path, directory), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns])
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:32]
 
 
 def cache_key(spec: SourceSpec, content: str, setup: TokenizerSetup) -> str:
@@ -157,7 +248,7 @@ def _tokenize_into(directory: str, spec: SourceSpec, files: tuple[str, ...], set
             counts["records"] += len(records)
             counts["broken"] += int((records["status"] == STATUS_BROKEN).sum())
             counts["tokens"] += len(batch.ids)
-            counts["loss_tokens"] += int(batch.mask.sum())
+            counts["loss_tokens"] += int(records["loss"].sum())  # = the mask's sum: broken records have none
             errors.extend(batch.errors[: max(_MAX_ERRORS_KEPT - len(errors), 0)])
             if progress:
                 progress(len(records))
@@ -173,26 +264,83 @@ def _check_broken(spec: SourceSpec, batch: EncodedBatch) -> None:
 
 
 def _encoded(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup, jobs: int) -> Iterator[EncodedBatch]:
-    batches = _raw_batches(spec, files)
+    tasks = _tasks(spec, files)
     if jobs <= 1:
         encoder = Encoder(setup, spec.format)
-        yield from (encoder.encode(b) for b in batches)
+        for lines, payload in tasks:
+            yield encoder.encode_lines(*payload) if lines else encoder.encode(payload)
         return
-    import multiprocessing
-
-    with _jemalloc_for_children():
-        pool = multiprocessing.get_context("spawn").Pool(jobs, init_worker, (setup, spec.format))
+    run = f"{os.getpid()}:{next(_RUNS)}"
+    pool = _WORKERS.acquire(setup, jobs)
+    finished = False
     try:
         pending: collections.deque = collections.deque()
-        for batch in batches:
-            pending.append(pool.apply_async(encode_in_worker, (batch,)))
-            if len(pending) >= 2 * jobs:
+        for lines, payload in tasks:
+            task = (encode_lines_in_worker, (run, spec.format, *payload)) if lines else \
+                (encode_in_worker, (run, spec.format, payload))
+            pending.append(pool.apply_async(*task))
+            if len(pending) >= 4 * jobs:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+        finished = True
     finally:
-        pool.terminate()
-        pool.join()
+        _WORKERS.release(finished)
+
+
+_RUNS = itertools.count()
+
+
+class _WorkerPool:
+    """The tokenizer processes, kept for the next source of the same compile: starting them
+    (an interpreter, numpy, the tokenizer, the chat template's Jinja) costs seconds. A pool
+    not asked for again within `IDLE_SECONDS` is stopped, and so is one whose run failed."""
+
+    IDLE_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: tuple[str, int] | None = None
+        self.pool: Any = None
+        self.timer: threading.Timer | None = None
+
+    def acquire(self, setup: TokenizerSetup, jobs: int) -> Any:
+        import multiprocessing
+
+        with self.lock:
+            if self.timer:
+                self.timer.cancel()
+                self.timer = None
+            if self.pool is not None and self.key != (setup.identity, jobs):
+                self._stop()
+            if self.pool is None:
+                with _jemalloc_for_children():
+                    self.pool = multiprocessing.get_context("spawn").Pool(jobs, init_worker, (setup,))
+                self.key = (setup.identity, jobs)
+            return self.pool
+
+    def release(self, finished: bool) -> None:
+        with self.lock:
+            if not finished:
+                self._stop()
+                return
+            self.timer = threading.Timer(self.IDLE_SECONDS, self._stop_when_idle)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _stop_when_idle(self) -> None:
+        with self.lock:
+            if self.timer is threading.current_thread():
+                self._stop()
+
+    def _stop(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+        self.pool, self.key, self.timer = None, None, None
+
+
+_WORKERS = _WorkerPool()
 
 
 class _jemalloc_for_children:
@@ -211,11 +359,22 @@ class _jemalloc_for_children:
             os.environ["LD_PRELOAD"] = self.before
 
 
-def _raw_batches(spec: SourceSpec, files: tuple[str, ...]) -> Iterator[list[tuple[RecordRef, Any]]]:
-    """Records in order, BATCH_RECORDS at a time: JSONL lines stay bytes (the workers parse
-    them); other formats arrive as dicts from their readers."""
+def _tasks(spec: SourceSpec, files: tuple[str, ...]) -> Iterator[tuple[bool, Any]]:
+    """The source's records in order, as work for the encoders: JSON Lines as blocks of whole
+    lines, `(True, (path, first line number, bytes))`, parsed by the workers; other formats as
+    `(False, [(RecordRef, record), ...])`, BATCH_RECORDS at a time, from their readers."""
+    if spec.is_hub or not all(f.endswith(".jsonl") for f in files):
+        for batch in _record_batches(iter_records(spec)):
+            yield False, batch
+        return
+    for path in files:
+        for first_line, block in _line_blocks(path):
+            yield True, (path, first_line, block)
+
+
+def _record_batches(records: Iterator[tuple[RecordRef, Any]]) -> Iterator[list[tuple[RecordRef, Any]]]:
     batch: list[tuple[RecordRef, Any]] = []
-    for item in _raw_records(spec, files):
+    for item in records:
         batch.append(item)
         if len(batch) >= BATCH_RECORDS:
             yield batch
@@ -224,15 +383,21 @@ def _raw_batches(spec: SourceSpec, files: tuple[str, ...]) -> Iterator[list[tupl
         yield batch
 
 
-def _raw_records(spec: SourceSpec, files: tuple[str, ...]) -> Iterator[tuple[RecordRef, Any]]:
-    if spec.is_hub or not all(f.endswith(".jsonl") for f in files):
-        yield from iter_records(spec)
-        return
-    for path in files:
-        with open(path, "rb") as f:
-            for number, line in enumerate(f, start=1):
-                if line.strip():
-                    yield RecordRef(path, number), line
+def _line_blocks(path: str) -> Iterator[tuple[int, bytes]]:
+    """The file in blocks of about BLOCK_BYTES that end at a newline (the last one may not),
+    each with the line number of its first line."""
+    number = 1
+    with open(path, "rb") as f:
+        while block := f.read(BLOCK_BYTES):
+            cut = block.rfind(b"\n") + 1
+            while cut == 0 and (more := f.read(BLOCK_BYTES)):  # a line longer than a block
+                block += more
+                cut = block.rfind(b"\n") + 1
+            if 0 < cut < len(block):
+                f.seek(cut - len(block), os.SEEK_CUR)
+                block = block[:cut]
+            yield number, block
+            number += block.count(b"\n")
 
 
 def progress_bar(total: int, label: str) -> Any:

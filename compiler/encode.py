@@ -1,23 +1,24 @@
 """Tokenizing records: the hot path of a compile.
 
-Takes batches of raw records (JSONL lines as bytes, or dicts from other formats) and produces
-`EncodedBatch`es: token ids, loss masks, and per record its length, loss-token count, content
-digest, status and line. It runs in worker processes, each with one single-threaded
+Takes blocks of whole JSON Lines lines (bytes), or batches of records from other formats, and
+produces `EncodedBatch`es: token ids, loss masks, and per record its length, loss-token count,
+content digest, status and line. It runs in worker processes, each with one single-threaded
 `tokenizers.Tokenizer` built from the setup the main process loaded once (`load_tokenizer`).
 Each record is rendered into segments (`compiler.render`), all segments of a batch are encoded
-in one `encode_batch_fast` call without special tokens, and the ids are laid out with numpy.
+in one `encode_batch_fast` call without special tokens, and the ids are laid out with numpy in
+a few whole-batch operations (no per-record arrays).
 A sample is: the tokenizer's leading special tokens (no loss; none for chat, whose template
 writes its own), the segments, then the end-of-sequence token, which carries loss.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import itertools
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -57,7 +58,23 @@ class TokenizerSetup:
 
 
 def load_tokenizer(name: str) -> TokenizerSetup:
-    """Load a tokenizer as transformers does (`AutoTokenizer`); a directory or a hub name."""
+    """Load a tokenizer as transformers does (`AutoTokenizer`); a directory or a hub name. A
+    local directory's setup is remembered in the token cache, keyed by the directory's files
+    and the library versions, so a recompile need not import transformers (seconds, torch)."""
+    from compiler import cache
+
+    signature = cache.directory_signature(name) if os.path.isdir(name) else None
+    found = cache.remembered("tokenizer", signature) if signature else None
+    setup = _setup_from_json(found) if found else None
+    if setup is not None:
+        return setup
+    setup = _load_tokenizer(name)
+    if signature:
+        cache.remember("tokenizer", signature, {**dataclasses.asdict(setup), "identity": setup.identity})
+    return setup
+
+
+def _load_tokenizer(name: str) -> TokenizerSetup:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers import AutoTokenizer
@@ -77,6 +94,17 @@ def load_tokenizer(name: str) -> TokenizerSetup:
                           int(tok.eos_token_id), prefix, len(tok))
 
 
+def _setup_from_json(value: dict) -> TokenizerSetup | None:
+    """A remembered setup, or None when it is not whole (its identity must match)."""
+    try:
+        setup = TokenizerSetup(value["name"], value["backend_json"], value["chat_template"],
+                               tuple((str(k), str(v)) for k, v in value["variables"]), int(value["eos_id"]),
+                               tuple(int(i) for i in value["prefix_ids"]), int(value["vocab_size"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return setup if setup.identity == value.get("identity") else None
+
+
 @dataclass(frozen=True)
 class EncodedBatch:
     ids: np.ndarray  # uint32, every ok record's tokens back to back
@@ -88,10 +116,10 @@ class EncodedBatch:
 class Encoder:
     """One per worker process and source."""
 
-    def __init__(self, setup: TokenizerSetup, fmt: FormatSpec) -> None:
+    def __init__(self, setup: TokenizerSetup, fmt: FormatSpec, tokenizer: Any = None) -> None:
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_str(setup.backend_json)
+        self.tokenizer = tokenizer or Tokenizer.from_str(setup.backend_json)
         chat = ChatTemplate(setup.chat_template, setup.variables) if setup.chat_template else None
         self.renderer = Renderer(fmt, chat)
         self.fmt = fmt
@@ -99,47 +127,91 @@ class Encoder:
         self.prefix = () if isinstance(fmt, ChatFormat) else setup.prefix_ids
 
     def encode(self, batch: Sequence[tuple[RecordRef, Any]]) -> EncodedBatch:
-        rendered, records, errors = [], np.zeros(len(batch), RECORD_DTYPE), []
-        for i, (ref, raw) in enumerate(batch):
-            records[i]["line"] = ref.line
+        """Records with where each came from (dicts, or JSON Lines lines as bytes)."""
+        return self._encode([ref.line for ref, _ in batch], [raw for _, raw in batch],
+                            lambda i: str(batch[i][0]))
+
+    def encode_lines(self, path: str, first_line: int, block: bytes) -> EncodedBatch:
+        """Whole JSON Lines lines of `path`, the first of them line `first_line`; blank and
+        whitespace-only lines are counted but are not records."""
+        lines, raws = _split_lines(block, first_line)
+        return self._encode(lines, raws, lambda i: f"{path}:{lines[i]}")
+
+    def _encode(self, lines: list[int], raws: list[Any], where: Callable[[int], str]) -> EncodedBatch:
+        n = len(raws)
+        status, digests, rendered, errors = bytearray(n), [_NO_DIGEST] * n, [], []
+        templates, fmt, segments = self.renderer.templates, self.fmt, self.renderer.segments
+        for i, raw in enumerate(raws):
             try:
                 record = _parse(raw)
-                records[i]["digest"] = record_digest(record_key(record, self.fmt, self.renderer.templates))
-                rendered.append((i, self.renderer.segments(record)))
+                digests[i] = record_digest(record_key(record, fmt, templates))
+                rendered.append((i, segments(record)))
             except RecordError as exc:
-                records[i]["status"] = STATUS_BROKEN
-                errors.append(f"{ref}: {exc}")
+                status[i] = STATUS_BROKEN
+                errors.append(f"{where(i)}: {exc}")
+        records = np.zeros(n, RECORD_DTYPE)
+        records["line"] = lines
+        records["status"] = np.frombuffer(bytes(status), np.int8)
+        records["digest"] = np.frombuffer(b"".join(digests), "V16")
         ids, mask = self._tokenize(rendered, records)
         return EncodedBatch(ids, mask, records, tuple(errors))
 
     def _tokenize(self, rendered: list[tuple[int, list]], records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         texts = [text for _, segments in rendered for text, _ in segments]
         encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False) if texts else []
-        lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+        seg_ids = [np.array(e.ids, np.uint32) for e in encodings]  # faster than np.fromiter over them all
+        lengths = np.fromiter(map(len, seg_ids), np.int64, len(seg_ids))
         flags = np.fromiter((loss for _, segments in rendered for _, loss in segments), np.uint8, len(texts))
-        seg_ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.uint32, int(lengths.sum()))
-        seg_mask = np.repeat(flags, lengths)
-        return self._assemble(rendered, records, seg_ids, seg_mask, lengths)
+        per_record = np.fromiter((len(segments) for _, segments in rendered), np.int64, len(rendered))
+        ids = np.concatenate(seg_ids) if seg_ids else np.zeros(0, np.uint32)
+        at = np.fromiter((i for i, _ in rendered), np.int64, len(rendered))
+        return self._assemble(at, records, ids, flags, lengths, per_record)
 
-    def _assemble(self, rendered: list, records: np.ndarray, seg_ids: np.ndarray, seg_mask: np.ndarray,
-                  lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pieces_ids, pieces_mask, prefix = [], [], np.asarray(self.prefix, np.uint32)
-        position = offset = segment = 0
-        for i, segments in rendered:
-            n = int(lengths[segment:segment + len(segments)].sum())
-            segment += len(segments)
-            body_ids, body_mask = seg_ids[position:position + n], seg_mask[position:position + n]
-            position += n
-            eos_loss = np.uint8(1 if body_mask.any() else 0)
-            ids = np.concatenate([prefix, body_ids, np.asarray([self.eos], np.uint32)])
-            mask = np.concatenate([np.zeros(len(prefix), np.uint8), body_mask, np.asarray([eos_loss], np.uint8)])
-            pieces_ids.append(ids)
-            pieces_mask.append(mask)
-            records[i]["offset"], records[i]["length"], records[i]["loss"] = offset, len(ids), int(mask.sum())
-            offset += len(ids)
-        if not pieces_ids:
+    def _assemble(self, at: np.ndarray, records: np.ndarray, seg_ids: np.ndarray, flags: np.ndarray,
+                  lengths: np.ndarray, per_record: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lay out every ok record as prefix + its segments' ids + eos, all at once: body
+        tokens keep their order, so they fill every position that is not a prefix or eos."""
+        if not len(at):
             return np.zeros(0, np.uint32), np.zeros(0, np.uint8)
-        return np.concatenate(pieces_ids), np.concatenate(pieces_mask)
+        seg_end = np.cumsum(per_record)
+        tokens_before = np.concatenate(([0], np.cumsum(lengths)))
+        loss_before = np.concatenate(([0], np.cumsum(lengths * flags)))
+        body = tokens_before[seg_end] - tokens_before[seg_end - per_record]
+        body_loss = loss_before[seg_end] - loss_before[seg_end - per_record]
+        eos_loss = (body_loss > 0).astype(np.uint8)
+        length = body + len(self.prefix) + 1
+        offset = np.cumsum(length) - length
+        ids, mask = np.empty(int(length.sum()), np.uint32), np.zeros(int(length.sum()), np.uint8)
+        added = np.zeros(len(ids), bool)
+        eos_at = offset + length - 1
+        added[eos_at], ids[eos_at], mask[eos_at] = True, self.eos, eos_loss
+        if self.prefix:
+            prefix_at = (offset[:, None] + np.arange(len(self.prefix))).ravel()
+            added[prefix_at], ids[prefix_at] = True, np.tile(np.asarray(self.prefix, np.uint32), len(at))
+        body_at = ~added
+        ids[body_at] = seg_ids
+        mask[body_at] = np.repeat(flags, lengths)
+        records["length"][at], records["loss"][at] = length, body_loss + eos_loss
+        records["offset"] = np.cumsum(records["length"]) - records["length"]  # broken ones: where they would be
+        return ids, mask
+
+
+_NO_DIGEST = bytes(RECORD_DTYPE["digest"].itemsize)
+
+
+def _split_lines(block: bytes, first_line: int) -> tuple[list[int], list[bytes]]:
+    """Line numbers and lines (newline kept, as a file yields them) of the non-blank lines."""
+    parts = block.split(b"\n")
+    last = parts.pop()  # what follows the last newline: b"" unless the file ends without one
+    lines, raws = [], []
+    for k, part in enumerate(parts):
+        if part.strip():
+            lines.append(first_line + k)
+            raws.append(part + b"\n")
+    if last.strip():
+        lines.append(first_line + len(parts))
+        raws.append(last)
+    return lines, raws
 
 
 def _parse(raw: Any) -> dict:
@@ -158,15 +230,29 @@ def _parse(raw: Any) -> dict:
 
 # ---- worker processes ---------------------------------------------------------------------
 
-_ENCODER: Encoder | None = None
+_SETUP: TokenizerSetup | None = None
+_CURRENT: tuple[str, Encoder] | None = None
 
 
-def init_worker(setup: TokenizerSetup, fmt: FormatSpec) -> None:
-    global _ENCODER
+def init_worker(setup: TokenizerSetup) -> None:
+    global _SETUP
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _ENCODER = Encoder(setup, fmt)
+    _SETUP = setup
 
 
-def encode_in_worker(batch: Sequence[tuple[RecordRef, Any]]) -> EncodedBatch:
-    assert _ENCODER is not None, "init_worker was not called"
-    return _ENCODER.encode(batch)
+def _encoder(run: str, fmt: FormatSpec) -> Encoder:
+    """This process's encoder for one tokenizing run (one source): a fresh renderer for each
+    run, one tokenizer for the life of the process."""
+    global _CURRENT
+    assert _SETUP is not None, "init_worker was not called"
+    if _CURRENT is None or _CURRENT[0] != run:
+        _CURRENT = run, Encoder(_SETUP, fmt, _CURRENT[1].tokenizer if _CURRENT else None)
+    return _CURRENT[1]
+
+
+def encode_in_worker(run: str, fmt: FormatSpec, batch: Sequence[tuple[RecordRef, Any]]) -> EncodedBatch:
+    return _encoder(run, fmt).encode(batch)
+
+
+def encode_lines_in_worker(run: str, fmt: FormatSpec, path: str, first_line: int, block: bytes) -> EncodedBatch:
+    return _encoder(run, fmt).encode_lines(path, first_line, block)

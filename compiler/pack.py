@@ -10,7 +10,10 @@ document and one sample a sequence.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+import contextlib
+import mmap
+import os
+from typing import Sequence
 
 import numpy as np
 
@@ -40,19 +43,60 @@ def write_rows(writer: ShardSetWriter, caches: Sequence[TokenCache], sources: np
                lengths: np.ndarray, starts: np.ndarray) -> None:
     """Stream the rows into `writer`: sample i is record `records[i]` of cache `sources[i]`,
     cut to `lengths[i]` tokens."""
-    views = [(c.records, c.tokens, c.mask) for c in caches]
-    for row in _rows(starts, len(records)):
-        samples = []
-        for i in row:
-            table, tokens, mask = views[sources[i]]
-            offset = int(table[records[i]]["offset"])
-            n = int(lengths[i])
-            samples.append((np.asarray(tokens[offset:offset + n]), np.asarray(mask[offset:offset + n]),
-                            int(sources[i])))
-        writer.add_row(samples)
+    offsets = _offsets(caches, sources, records)
+    with contextlib.ExitStack() as stack:
+        readers = [stack.enter_context(_SampleReader(c.path)) for c in caches]
+        source, offset, length = sources.tolist(), offsets.tolist(), lengths.tolist()
+        for start, end in zip(starts.tolist(), starts[1:].tolist() + [len(records)]):
+            writer.add_row([readers[source[i]].sample(offset[i], length[i]) + (source[i],) for i in range(start, end)])
 
 
-def _rows(starts: np.ndarray, count: int) -> Iterator[range]:
-    ends = np.append(starts[1:], count)
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        yield range(start, end)
+def _offsets(caches: Sequence[TokenCache], sources: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """Each sample's first token in its cache."""
+    offsets = np.zeros(len(records), np.int64)
+    for s, cache in enumerate(caches):
+        mine = np.flatnonzero(sources == s)
+        if len(mine):
+            offsets[mine] = cache.records["offset"][records[mine]]
+    return offsets
+
+
+class _SampleReader:
+    """One token cache's tokens and mask, memory-mapped and read a sample at a time. Pages
+    mapped in count in the process's resident memory (the kernel maps up to 64 KiB around each
+    page read), so every RELEASE_SAMPLES samples the maps are emptied (`MADV_DONTNEED`; the page
+    cache keeps the data): memory stays flat however large the cache. Samples are handed out as
+    views into the maps."""
+
+    RELEASE_SAMPLES = 256
+
+    def __init__(self, directory: str) -> None:
+        self.maps = [_map(os.path.join(directory, name)) for name in ("tokens.bin", "mask.bin")]
+        self.tokens = np.frombuffer(self.maps[0], np.uint32) if self.maps[0] else np.zeros(0, np.uint32)
+        self.mask = np.frombuffer(self.maps[1], np.uint8) if self.maps[1] else np.zeros(0, np.uint8)
+        self.read = 0
+
+    def __enter__(self) -> _SampleReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.tokens, self.mask
+        for m in filter(None, self.maps):
+            try:
+                m.close()
+            except BufferError:  # a view is still referenced; the map closes when it goes
+                pass
+
+    def sample(self, offset: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        self.read += 1
+        if self.read % self.RELEASE_SAMPLES == 0:
+            for m in filter(None, self.maps):
+                m.madvise(mmap.MADV_DONTNEED)
+        if offset + n > min(len(self.tokens), len(self.mask)):
+            raise OSError(f"token cache ends before token {offset + n}: it is damaged; delete it to rebuild")
+        return self.tokens[offset:offset + n], self.mask[offset:offset + n]
+
+
+def _map(path: str) -> mmap.mmap | None:
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if os.fstat(f.fileno()).st_size else None
