@@ -150,7 +150,7 @@ def test_the_log_has_a_line_per_step_with_per_source_losses_and_the_loss_falls(r
     assert lines[-1]["epoch"] == pytest.approx(STEPS * 8 / 60, abs=1e-3)
     assert {name for x in lines for name in x["loss_by_source"]} == {"p", "c", "t"}
     for x in lines:
-        assert x.keys() == {"step", "epoch", "lr", "loss", "loss_by_source", "tokens", "seconds"}
+        assert x.keys() == {"step", "epoch", "lr", "loss", "loss_by_source", "tokens", "world_size", "seconds"}
         assert min(x["loss_by_source"].values()) <= x["loss"] <= max(x["loss_by_source"].values())
         assert 0 < x["tokens"] <= 8 * 256
     assert lines[0]["lr"] == pytest.approx(3e-3) and lines[-1]["lr"] < 3e-4
