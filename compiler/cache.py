@@ -142,17 +142,18 @@ def directory_signature(directory: str) -> str | None:
     """The library versions, the name, and every file below a directory: its path and size, the
     sha256 of its content when small (tokenizer files), else its stat times (model weights)."""
     entries: list[Any] = [CACHE_VERSION, library_versions(), directory]
-    for folder, dirs, names in os.walk(directory):
-        dirs.sort()
-        for name in sorted(names):
-            path = os.path.join(folder, name)
-            st = os.stat(path)
-            if time.time() - st.st_ctime < RACY_SECONDS:
-                return None
-            if st.st_size <= _SMALL_FILE:
-                entries.append([os.path.relpath(path, directory), st.st_size, _hash_contents((path,))])
-            else:
-                entries.append([os.path.relpath(path, directory), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns])
+    try:
+        for folder, dirs, names in os.walk(directory):
+            dirs.sort()
+            for path in (os.path.join(folder, name) for name in sorted(names)):
+                st = os.stat(path)
+                if time.time() - st.st_ctime < RACY_SECONDS:
+                    return None
+                small = st.st_size <= _SMALL_FILE
+                seen = [_hash_contents((path,))] if small else [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+                entries.append([os.path.relpath(path, directory), st.st_size, *seen])
+    except OSError:  # an unreadable file or a dangling link: load as if nothing were remembered
+        return None
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:32]
 
 
