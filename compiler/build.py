@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -143,7 +144,8 @@ def _tokenize_sources(program: CheckedProgram, targets: tuple[PlanTarget, ...], 
     for name, tokenizer in sorted(_sources_of(targets).items()):
         setup = inputs.tokenizers[tokenizer]
         spec = program.source(name)
-        total = count_records_fast(inputs.files[name]) if not spec.is_hub else 0
+        shown = sys.stderr.isatty()
+        total = count_records_fast(inputs.files[name]) if shown and not spec.is_hub else 0
         with progress_bar(total, f"tokenize {name}") as bar:
             try:
                 cache, built = ensure_cached(spec, inputs.files[name], inputs.content[name], setup,
@@ -213,11 +215,10 @@ def _write_splits(directory: str, target: PlanTarget, selection: Any, pools: dic
                   caches: list[TokenCache], vocab: int, options: BuildOptions) -> dict:
     mix = target.mix
     pool_list = [pools[t.source] for t in mix.takes]
-    lengths = np.fromiter((pool_list[s].lengths[r] for s, r in zip(selection.sources, selection.records)),
-                          np.int64, len(selection.records))
+    lengths = _lengths(pool_list, selection.sources, selection.records)
     train = _write_split(directory, "train", mix, selection.sources, selection.records, lengths, caches, vocab, options)
     v_sources, v_records = _validation(pool_list, mix.seed)
-    v_lengths = np.fromiter((pool_list[s].lengths[r] for s, r in zip(v_sources, v_records)), np.int64, len(v_records))
+    v_lengths = _lengths(pool_list, v_sources, v_records)
     validation = _write_split(directory, "validation", mix, v_sources, v_records, v_lengths, caches, vocab, options)
     takes = _take_stats(mix, selection, pool_list, caches, lengths)
     return {"name": target.name, "mix": mix.name, "sweep": target.sweep,
@@ -225,6 +226,15 @@ def _write_splits(directory: str, target: PlanTarget, selection: Any, pools: dic
             "by": mix.by, "seed": mix.seed, "train": train, "validation": validation, "takes": takes,
             "sources": _accounting(pool_list, selection),
             "broken_examples": {t.source: c.errors[:5] for t, c in zip(mix.takes, caches) if c.errors}}
+
+
+def _lengths(pools: list[SourcePool], sources: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """Each sample's length: record `records[i]` of pool `sources[i]`."""
+    lengths = np.zeros(len(records), np.int64)
+    for i, pool in enumerate(pools):
+        mine = sources == i
+        lengths[mine] = pool.lengths[records[mine]]
+    return lengths
 
 
 def _accounting(pools: list[SourcePool], selection: Any) -> dict[str, dict]:

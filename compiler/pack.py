@@ -41,16 +41,47 @@ def efficiency(lengths: np.ndarray, rows: int, seq_len: int) -> float:
 def write_rows(writer: ShardSetWriter, caches: Sequence[TokenCache], sources: np.ndarray, records: np.ndarray,
                lengths: np.ndarray, starts: np.ndarray) -> None:
     """Stream the rows into `writer`: sample i is record `records[i]` of cache `sources[i]`,
-    cut to `lengths[i]` tokens."""
+    cut to `lengths[i]` tokens. Whole rows go at a time, about CHUNK_TOKENS tokens of them, read
+    into one buffer: memory stays bounded, and the Python work per sample is two `pread`s."""
+    if not len(records):
+        return
     offsets = _offsets(caches, sources, records)
+    ends = np.append(starts[1:], len(records))
     with contextlib.ExitStack() as stack:
         readers = [stack.enter_context(_SampleReader(c.path)) for c in caches]
         for s, reader in enumerate(readers):
             mine = sources == s
             reader.prefetch(offsets[mine], lengths[mine])
-        source, offset, length = sources.tolist(), offsets.tolist(), lengths.tolist()
-        for start, end in zip(starts.tolist(), starts[1:].tolist() + [len(records)]):
-            writer.add_row([readers[source[i]].sample(offset[i], length[i]) + (source[i],) for i in range(start, end)])
+        for first, last in _chunks(lengths, starts):
+            a, b = int(starts[first]), int(ends[last - 1])
+            ids, mask = _read(readers, sources[a:b], offsets[a:b], lengths[a:b])
+            writer.add_rows(ids, mask, lengths[a:b], sources[a:b], ends[first:last] - starts[first:last])
+
+
+CHUNK_TOKENS = 1 << 22
+
+
+def _chunks(lengths: np.ndarray, starts: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of whole rows `[first, last)` of about CHUNK_TOKENS tokens (at least one row)."""
+    before = np.concatenate(([0], np.cumsum(lengths)))[starts]  # tokens before each row
+    cuts = np.unique(np.searchsorted(before, np.arange(0, int(lengths.sum()), CHUNK_TOKENS), side="right") - 1)
+    bounds = cuts.tolist() + [len(starts)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _read(readers: Sequence[_SampleReader], sources: np.ndarray, offsets: np.ndarray,
+          lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids, mask = np.empty(int(lengths.sum()), np.uint32), np.empty(int(lengths.sum()), np.uint8)
+    id_bytes, mask_bytes = memoryview(ids).cast("B"), memoryview(mask)
+    at = 0
+    for s, offset, n in zip(sources.tolist(), offsets.tolist(), lengths.tolist()):
+        reader = readers[s]
+        if os.preadv(reader.tokens, [id_bytes[4 * at:4 * (at + n)]], 4 * offset) != 4 * n \
+                or os.preadv(reader.mask, [mask_bytes[at:at + n]], offset) != n:
+            raise OSError(f"token cache {reader.directory} ends before token {offset + n}: it is damaged; "
+                          "delete it to rebuild")
+        at += n
+    return ids, mask
 
 
 def _offsets(caches: Sequence[TokenCache], sources: np.ndarray, records: np.ndarray) -> np.ndarray:
@@ -64,13 +95,14 @@ def _offsets(caches: Sequence[TokenCache], sources: np.ndarray, records: np.ndar
 
 
 class _SampleReader:
-    """One token cache's tokens and mask, read a sample at a time with `pread`. Memory maps
+    """One token cache's tokens and mask files, read a sample at a time with `pread`. Memory maps
     would count every page read in the process's resident memory (up to the cache's size),
     and emptying them as they fill costs more page faults than these two system calls."""
 
     PREFETCH_GAP = 1 << 18  # tokens
 
     def __init__(self, directory: str) -> None:
+        self.directory = directory
         self.tokens = os.open(os.path.join(directory, "tokens.bin"), os.O_RDONLY)
         self.mask = os.open(os.path.join(directory, "mask.bin"), os.O_RDONLY)
 
@@ -95,9 +127,3 @@ class _SampleReader:
         for fd, itemsize in ((self.tokens, 4), (self.mask, 1)):
             for a, b in zip(first.tolist(), last.tolist()):
                 os.posix_fadvise(fd, a * itemsize, (b - a) * itemsize, os.POSIX_FADV_WILLNEED)
-
-    def sample(self, offset: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        ids, mask = np.empty(n, np.uint32), np.empty(n, np.uint8)
-        if os.preadv(self.tokens, [ids], 4 * offset) != 4 * n or os.preadv(self.mask, [mask], offset) != n:
-            raise OSError(f"token cache ends before token {offset + n}: it is damaged; delete it to rebuild")
-        return ids, mask

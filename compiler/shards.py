@@ -141,14 +141,15 @@ class _ShardBuilder:
         self.document_indices = array("q", [0])
         self.loss_tokens = 0
 
-    def add_row(self, row: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> None:
-        for ids, mask, source in row:
-            self.tokens.write(ids.tobytes())
-            self.mask.write(mask.tobytes())
-            self.lengths.append(len(ids))
-            self.sources.append(source)
-            self.loss_tokens += int(np.count_nonzero(mask))
-        self.document_indices.append(len(self.lengths))
+    def add_rows(self, ids: np.ndarray, mask: np.ndarray, lengths: np.ndarray, sources: np.ndarray,
+                 row_sizes: np.ndarray) -> None:
+        """Checked rows (see `ShardSetWriter.add_rows`), in this shard's dtypes."""
+        self.tokens.write(memoryview(ids).cast("B"))
+        self.mask.write(memoryview(mask).cast("B"))
+        self.document_indices.frombytes((len(self.lengths) + np.cumsum(row_sizes, dtype=np.int64)).tobytes())
+        self.lengths.frombytes(lengths.astype(np.int64).tobytes())
+        self.sources.frombytes(sources.astype(np.int64).tobytes())
+        self.loss_tokens += int(np.count_nonzero(mask))
 
     def finish(self, relative_to: str) -> ShardInfo:
         """Write the `.idx` and `.npy` files, then rename all five into place, the `.idx` last."""
@@ -218,10 +219,36 @@ class ShardSetWriter:
         row = [self._checked(*sample) for sample in samples]
         if not row:
             raise ValueError("a row needs at least one sample")
-        shard = self._shard or self._open_shard()
-        shard.add_row(row)
-        if shard.tokens.nbytes >= self.max_shard_bytes:
-            self._finish_shard()
+        self.add_rows(np.concatenate([ids for ids, _, _ in row]), np.concatenate([mask for _, mask, _ in row]),
+                      np.array([len(ids) for ids, _, _ in row]), np.array([source for _, _, source in row]),
+                      np.array([len(row)]))
+
+    def add_rows(self, ids: np.ndarray, mask: np.ndarray, lengths: np.ndarray, sources: np.ndarray,
+                 row_sizes: np.ndarray) -> None:
+        """Add many packed rows at once, as `add_row` would one by one: `ids` and `mask` are the
+        samples' tokens back to back, `lengths` and `sources` have one entry per sample, and
+        `row_sizes` the number of samples in each row. Checked as a whole: a bad value rejects
+        all of them. A shard still rolls over after the row that takes it to the limit."""
+        if self._closed:
+            raise ValueError("add_rows after close")
+        ids, mask, lengths, sources, row_sizes = self._checked_rows(ids, mask, lengths, sources, row_sizes)
+        itemsize = self.dtype.itemsize
+        row_ends = np.cumsum(row_sizes)  # samples
+        sample_ends = np.concatenate(([0], np.cumsum(lengths)))  # tokens
+        row_tokens = np.diff(np.concatenate(([0], sample_ends[row_ends])))
+        row, sample, token = 0, 0, 0
+        while row < len(row_sizes):
+            shard = self._shard or self._open_shard()
+            reach = shard.tokens.nbytes + itemsize * np.cumsum(row_tokens[row:])
+            full = np.flatnonzero(reach >= self.max_shard_bytes)
+            last = row + (int(full[0]) if len(full) else len(row_sizes) - row - 1)  # this shard's last row
+            end_sample = int(row_ends[last])
+            end_token = int(sample_ends[end_sample])
+            shard.add_rows(ids[token:end_token], mask[token:end_token], lengths[sample:end_sample],
+                           sources[sample:end_sample], row_sizes[row:last + 1])
+            if len(full):
+                self._finish_shard()
+            row, sample, token = last + 1, end_sample, end_token
 
     def close(self) -> tuple[ShardInfo, ...]:
         """Finish the last shard and return every shard's info; a split without rows gives ()."""
@@ -266,6 +293,26 @@ class ShardSetWriter:
         if not 0 <= int(source) <= np.iinfo(SOURCE_DTYPE).max:
             raise ValueError(f"source index {source} does not fit int16")
         return ids.astype(self.dtype.newbyteorder("<")), mask.astype(MASK_DTYPE), int(source)
+
+    def _checked_rows(self, ids: np.ndarray, mask: np.ndarray, lengths: np.ndarray, sources: np.ndarray,
+                      row_sizes: np.ndarray) -> tuple[np.ndarray, ...]:
+        ids, mask = np.asarray(ids), np.asarray(mask)
+        lengths, sources, row_sizes = (np.asarray(a, np.int64) for a in (lengths, sources, row_sizes))
+        if ids.ndim != 1 or mask.shape != ids.shape:
+            raise ValueError(f"ids and mask must be 1-d and of one length, got {ids.shape} and {mask.shape}")
+        if lengths.ndim != 1 or len(lengths) == 0 or lengths.min() <= 0 or lengths.max() > _MAX_SEQUENCE \
+                or int(lengths.sum()) != len(ids):
+            raise ValueError("every sample needs a length > 0, and the lengths must add up to the ids")
+        if sources.shape != lengths.shape or sources.min() < 0 or sources.max() > np.iinfo(SOURCE_DTYPE).max:
+            raise ValueError("one source index a sample, each fitting int16")
+        if row_sizes.ndim != 1 or len(row_sizes) == 0 or row_sizes.min() <= 0 or int(row_sizes.sum()) != len(lengths):
+            raise ValueError("every row needs at least one sample, and the rows must hold every sample")
+        if ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= self.vocab_size:
+            raise ValueError(f"token ids must be integers in [0, {self.vocab_size})")
+        if mask.dtype.kind not in "biu" or mask.min() < 0 or mask.max() > 1:
+            raise ValueError("loss mask values must be 0 or 1")
+        return np.ascontiguousarray(ids, self.dtype.newbyteorder("<")), np.ascontiguousarray(mask, MASK_DTYPE), \
+            lengths, sources, row_sizes
 
 
 class ShardReader:

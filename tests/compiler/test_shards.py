@@ -292,3 +292,56 @@ def test_bad_samples_are_rejected(tmp_path: Path, sample: tuple) -> None:
     with pytest.raises(ValueError):
         writer.add_row([])
     assert writer.close() == ()
+
+
+def add_rows_in_chunks(writer: ShardSetWriter, rows: list[Row], cuts: list[int]) -> None:
+    """Give `rows` to `add_rows` in runs split at `cuts` (row indices)."""
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(rows))), len(rows)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        samples = [s for row in rows[a:b] for s in row]
+        writer.add_rows(np.concatenate([ids for ids, _, _ in samples]), np.concatenate([m for _, m, _ in samples]),
+                        np.array([len(ids) for ids, _, _ in samples]), np.array([s for _, _, s in samples]),
+                        np.array([len(row) for row in rows[a:b]]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), max_bytes=st.sampled_from([1, 40, 100, 256 * 2**20]))
+def test_add_rows_writes_what_add_row_writes(data: st.DataObject, max_bytes: int) -> None:
+    """Many rows at once give the same shards, byte for byte, as one row at a time, wherever
+    the runs are cut and however often a shard rolls over inside one run."""
+    rows = [r for r in data.draw(rows_strategy(SMALL_VOCAB, max_rows=12))]
+    cuts = data.draw(st.lists(st.integers(0, 12), max_size=4))
+    with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as many:
+        expected = write(Path(one), rows, max_shard_bytes=max_bytes)
+        writer = ShardSetWriter(many, "train", SMALL_VOCAB, max_shard_bytes=max_bytes)
+        if rows:
+            add_rows_in_chunks(writer, rows, cuts)
+        assert writer.close() == expected
+        for name in os.listdir(one):
+            assert (Path(one) / name).read_bytes() == (Path(many) / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("change", [
+    {"lengths": [2, 2]}, {"lengths": [3, 0, 1]}, {"sources": [0, 1]}, {"sources": [0, -1, 0]},
+    {"row_sizes": [1, 1]}, {"row_sizes": [3, 0]}, {"ids": [1, 2, 3, SMALL_VOCAB]}, {"mask": [0, 2, 1, 1]},
+])
+def test_add_rows_rejects_inconsistent_runs(tmp_path: Path, change: dict) -> None:
+    good = {"ids": [1, 2, 3, 4], "mask": [0, 1, 1, 1], "lengths": [2, 1, 1], "sources": [0, 1, 0], "row_sizes": [2, 1]}
+    writer = ShardSetWriter(str(tmp_path), "train", SMALL_VOCAB)
+    with pytest.raises(ValueError):
+        writer.add_rows(**{k: np.array(v) for k, v in {**good, **change}.items()})
+    writer.add_rows(**{k: np.array(v) for k, v in good.items()})
+    (info,) = writer.close()
+    assert (info.sequences, info.documents, info.tokens, info.loss_tokens) == (3, 2, 4, 3)
+
+
+def test_add_rows_rolls_over_at_exactly_the_limit(tmp_path: Path) -> None:
+    """Rows of 2 tokens (4 bytes as uint16) with an 8-byte limit: every second row fills a
+    shard exactly, so it closes there, as with add_row."""
+    rows = [[(np.array([i, i + 1]), np.array([0, 1]), 0)] for i in range(5)]
+    writer = ShardSetWriter(str(tmp_path / "many"), "train", SMALL_VOCAB, max_shard_bytes=8)
+    (tmp_path / "many").mkdir()
+    add_rows_in_chunks(writer, rows, [])
+    infos = writer.close()
+    assert [i.documents for i in infos] == [2, 2, 1]
+    assert infos == write(tmp_path / "one", rows, max_shard_bytes=8)
