@@ -47,7 +47,7 @@ from compiler.sources import iter_records
 from mixlang.diagnostics import MixError, error
 from mixlang.program import SourceSpec
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: records' digests over `canonical_bytes`
 BATCH_RECORDS = 1000  # records a task, for formats read by compiler.records
 BLOCK_BYTES = 1 << 20  # bytes of whole lines a task, for JSON Lines
 _JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from compiler.records import count_lines
 from compiler.sources import (
     RecordError, RecordRef, Templates, count_records_fast, count_source, in_holdout, iter_records,
-    record_key, resolve_files,
+    canonical_bytes, record_key, resolve_files,
 )
 from mixlang.diagnostics import MixError
 from mixlang.program import ChatFormat, PromptFormat, SourceSpec, TextFormat
@@ -287,10 +287,20 @@ def test_template_syntax_error_names_the_source(tmp_path: Path) -> None:
 def test_record_key_is_canonical() -> None:
     a = {"messages": [{"role": "user", "content": "é"}], "id": 1}
     b = {"id": 2, "messages": [{"content": "é", "role": "user"}]}
-    assert record_key(a, ChatFormat()) == record_key(b, ChatFormat()) == '[{"content":"é","role":"user"}]'.encode()
+    assert record_key(a, ChatFormat()) == record_key(b, ChatFormat()) == \
+        "l1:d2:s7:contents2:és4:roles4:user".encode()
     fmt = PromptFormat("Q: {{ q }}\n", "{{ a }}")
     templates = Templates.for_spec(spec("x", format=fmt))
-    assert record_key({"q": "1", "a": 2}, fmt, templates) == b'["Q: 1\\n","2"]'
+    assert record_key({"q": "1", "a": 2}, fmt, templates) == b"l2:s5:Q: 1\ns1:2"
+
+
+@pytest.mark.parametrize("a, b", [
+    ("ab", ["ab"]), (["a", "b"], ["ab"]), ({"a": "b"}, ["a", "b"]), ("1", 1), (1, 1.0), (None, "null"),
+    ({"k": ["x"]}, {"k": "x"}), (["s1:a"], ["s1:", "a"]), ("é", "e"), (True, 1),
+])
+def test_canonical_bytes_tell_apart_what_differs(a: object, b: object) -> None:
+    assert canonical_bytes(a) != canonical_bytes(b)
+    assert canonical_bytes(a) == canonical_bytes(json.loads(json.dumps(a)))
 
 
 def test_dedup_keeps_first_occurrence(tmp_path: Path) -> None:
