@@ -12,6 +12,7 @@ rewrites only the targets it changes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -70,9 +71,7 @@ def compile_program(program: CheckedProgram, texts: dict[str, str], options: Bui
     targets = expand(program, options.only)
     inputs = _Inputs()
     with _timed(timings, "hash"):
-        _hash_sources(program, targets, inputs)
-        for tokenizer in sorted({t.mix.tokenizer for t in targets}):
-            inputs.tokenizers[tokenizer] = load_tokenizer(tokenizer)
+        _hash_and_load(program, targets, inputs)
     if options.locked:
         _check_locked(program, texts, inputs)
     with _timed(timings, "tokenize"):
@@ -120,6 +119,21 @@ class _timed:
 def _sources_of(targets: list[PlanTarget] | tuple[PlanTarget, ...]) -> dict[str, str]:
     """source name -> tokenizer name, for every source some target takes."""
     return {t.source: target.mix.tokenizer for target in targets for t in target.mix.takes}
+
+
+def _hash_and_load(program: CheckedProgram, targets: tuple[PlanTarget, ...], inputs: _Inputs) -> None:
+    """Hash the sources in a thread while this one loads the tokenizers: hashing is C code
+    that releases the GIL, and loading a tokenizer the first time imports transformers
+    (seconds of Python), so on a cold compile the two overlap. A source's error comes first."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        hashing = pool.submit(_hash_sources, program, targets, inputs)
+        try:
+            for tokenizer in sorted({t.mix.tokenizer for t in targets}):
+                inputs.tokenizers[tokenizer] = load_tokenizer(tokenizer)
+        except MixError:
+            hashing.result()
+            raise
+        hashing.result()
 
 
 def _hash_sources(program: CheckedProgram, targets: tuple[PlanTarget, ...], inputs: _Inputs) -> None:
