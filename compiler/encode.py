@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -71,10 +72,36 @@ def load_tokenizer(name: str) -> TokenizerSetup:
     setup = _setup_from_json(found) if found else None
     if setup is not None:
         return setup
-    setup = _load_tokenizer(name)
+    fresh = "transformers" not in sys.modules  # else loading here takes a moment
+    setup = (_load_without_torch(name) if fresh else None) or _load_tokenizer(name)
     if signature:
-        cache.remember("tokenizer", signature, {**dataclasses.asdict(setup), "identity": setup.identity})
+        cache.remember("tokenizer", signature, _as_json(setup))
     return setup
+
+
+def _load_without_torch(name: str) -> TokenizerSetup | None:
+    """`_load_tokenizer` in a child process that hides torch (`sys.modules["torch"] = None`, so
+    transformers takes it as not installed): importing transformers then takes under half the
+    time, and a tokenizer does not depend on torch. None when that fails for any reason; the
+    caller then loads in this process, which also gives the real error."""
+    import subprocess
+
+    code = ("import json, sys; sys.modules['torch'] = None; "
+            "from compiler.encode import _load_tokenizer, _as_json; "
+            "print(json.dumps(_as_json(_load_tokenizer(sys.argv[1]))))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+           "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    try:
+        done = subprocess.run([sys.executable, "-c", code, name], env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+        return _setup_from_json(json.loads(done.stdout)) if done.returncode == 0 else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
+def _as_json(setup: TokenizerSetup) -> dict:
+    return {**dataclasses.asdict(setup), "identity": setup.identity}
 
 
 def _load_tokenizer(name: str) -> TokenizerSetup:
