@@ -29,6 +29,7 @@ Segments = list[tuple[str, bool]]
 # segments can be cut exactly where each content sits in the rendered conversation.
 _SENTINEL = "\ue000{}\ue001"
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
+_SENTINELS = tuple(_SENTINEL.format(k) for k in range(64))
 _VERIFY_FIRST = 100  # records per process whose segments are checked against a plain render
 
 
@@ -58,17 +59,21 @@ class Renderer:
         return [(_text(record, self.fmt.field), True)]
 
     def _chat(self, messages: list[dict]) -> Segments:
-        if not any(m["role"] == "assistant" for m in messages):
-            raise RecordError(self.fmt.messages, "has no assistant message to learn from")
         if self.chat is None:
+            if not any(m["role"] == "assistant" for m in messages):
+                raise RecordError(self.fmt.messages, "has no assistant message to learn from")
             return _default_chat(messages)
-        contents = [m["content"] for m in messages if m["role"] == "assistant"]
-        marked, k = [], 0
+        contents: list[str] = []
+        marked = []
         for m in messages:
             if m["role"] == "assistant":
-                m = {**m, "content": _SENTINEL.format(k)}
-                k += 1
-            marked.append(m)
+                k = len(contents)
+                marked.append({**m, "content": _SENTINELS[k] if k < len(_SENTINELS) else _SENTINEL.format(k)})
+                contents.append(m["content"])
+            else:
+                marked.append(m)
+        if not contents:
+            raise RecordError(self.fmt.messages, "has no assistant message to learn from")
         segments = _split(self._render(marked), contents)
         if self._verified < _VERIFY_FIRST:
             self._verify(messages, segments)
@@ -109,18 +114,16 @@ def _templates(fmt: FormatSpec) -> Templates | None:
 
 
 def _split(rendered: str, contents: list[str]) -> Segments:
-    segments: Segments = []
-    last, seen = 0, []
-    for match in _SENTINEL_RE.finditer(rendered):
-        segments.append((rendered[last:match.start()], False))
-        k = int(match.group(1))
-        seen.append(k)
-        segments.append((contents[k], True))
-        last = match.end()
-    segments.append((rendered[last:], False))
-    if seen != list(range(len(contents))):
+    parts = _SENTINEL_RE.split(rendered)  # text, k, text, k, ..., text
+    if parts[1::2] != [str(k) for k in range(len(contents))]:
         raise TemplateMismatch("the tokenizer's chat template does not show every assistant message once")
-    return [(text, loss) for text, loss in segments if text]
+    segments: Segments = []
+    for k, text in enumerate(parts[0::2]):
+        if text:
+            segments.append((text, False))
+        if k < len(contents) and contents[k]:
+            segments.append((contents[k], True))
+    return segments
 
 
 def _default_chat(messages: list[dict]) -> Segments:

@@ -353,3 +353,18 @@ def test_limit(tmp_path: Path) -> None:
     full = count_source(spec(f, limit=4, holdout=Fraction(1, 2)))
     assert full.size == min(4, 10 - full.held_out) and full.limited == 10 - full.held_out - full.size
     assert count_source(spec(f, limit=50)).size == 10
+
+
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text())
+_message = st.one_of(
+    st.dictionaries(st.text(max_size=8), st.text(), max_size=4),  # the usual: strings only
+    st.dictionaries(st.text(max_size=8), st.one_of(_json_scalars, st.lists(_json_scalars, max_size=3)), max_size=4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(_message, max_size=5))
+def test_the_chat_key_is_the_canonical_bytes_of_the_messages(messages: list[dict]) -> None:
+    """record_key's flat loop for chat messages gives exactly `canonical_bytes(messages)`."""
+    from compiler.sources import _canonical_messages
+
+    assert _canonical_messages(messages) == canonical_bytes(messages)
