@@ -21,7 +21,7 @@ import numpy as np
 from compiler.cache import TokenCache
 from compiler.encode import STATUS_OK
 from compiler.mixing import Allocation, TakeRequest, allocate
-from compiler.sources import in_holdout
+from compiler.sources import holdout_mask
 from mixlang.program import MixSpec, SourceSpec
 
 
@@ -75,7 +75,8 @@ def source_pool(spec: SourceSpec, cache: TokenCache, seq_len: int) -> SourcePool
 def _holdout_mask(digests: np.ndarray, kept: np.ndarray, spec: SourceSpec) -> np.ndarray:
     if spec.holdout == 0:
         return np.zeros(len(kept), bool)
-    return np.fromiter((in_holdout(bytes(digests[i]), spec.holdout, spec.seed) for i in kept), bool, len(kept))
+    size = digests.dtype.itemsize
+    return holdout_mask(np.ascontiguousarray(digests[kept]).tobytes(), size, spec.holdout, spec.seed)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from mixlang.program import ChatFormat, FormatSpec, PromptFormat, SourceSpec, Te
 
 __all__ = [
     "RecordError", "RecordRef", "SourceCount", "Templates", "count_records_fast", "count_source",
-    "in_holdout", "iter_records", "record_key", "resolve_files",
+    "holdout_mask", "in_holdout", "iter_records", "record_key", "resolve_files",
 ]
 
 _SUFFIXES_TEXT = ", ".join(f"`{s}`" for s in DATA_SUFFIXES)
@@ -355,6 +355,23 @@ def in_holdout(key: bytes, fraction: Fraction, seed: int) -> bool:
     digest = hashlib.blake2b(b"%d:" % seed + key, digest_size=8).digest()
     u = int.from_bytes(digest, "big")
     return u * fraction.denominator < fraction.numerator << 64
+
+
+def holdout_mask(keys: bytes, size: int, fraction: Fraction, seed: int) -> Any:
+    """`in_holdout` for many keys at once: `keys` is their `size`-byte digests back to back.
+    Returns a numpy bool array. u * den < num * 2**64 holds exactly when u < ceil(num * 2**64
+    / den), so one threshold compares them all."""
+    import numpy as np
+
+    count = len(keys) // size
+    prefix = b"%d:" % seed
+    hashes = b"".join(hashlib.blake2b(prefix + keys[i:i + size], digest_size=8).digest()
+                      for i in range(0, count * size, size))
+    u = np.frombuffer(hashes, ">u8")
+    threshold = -(-(fraction.numerator << 64) // fraction.denominator)
+    if threshold >= 1 << 64:
+        return np.ones(count, bool)
+    return u < np.uint64(threshold)
 
 
 # Counting -------------------------------------------------------------------------------------

@@ -368,3 +368,27 @@ def test_the_chat_key_is_the_canonical_bytes_of_the_messages(messages: list[dict
     from compiler.sources import _canonical_messages
 
     assert _canonical_messages(messages) == canonical_bytes(messages)
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.binary(min_size=16, max_size=16), max_size=30),
+       fraction=st.one_of(st.sampled_from([Fraction(0), Fraction(1), Fraction(1, 2**64), Fraction(2**64 - 1, 2**64)]),
+                          st.fractions(min_value=0, max_value=1, max_denominator=10**30)),
+       seed=st.integers(0, 2**63))
+def test_holdout_mask_decides_as_in_holdout(keys: list[bytes], fraction: Fraction, seed: int) -> None:
+    from compiler.sources import holdout_mask
+
+    assert holdout_mask(b"".join(keys), 16, fraction, seed).tolist() == [in_holdout(k, fraction, seed) for k in keys]
+
+
+def test_holdout_mask_at_the_exact_boundary() -> None:
+    import hashlib
+
+    from compiler.sources import holdout_mask
+
+    key, seed = bytes(range(16)), 5
+    u = int.from_bytes(hashlib.blake2b(b"5:" + key, digest_size=8).digest(), "big")
+    for fraction, member in ((Fraction(u, 2**64), False), (Fraction(u + 1, 2**64), True),
+                             (Fraction(3 * u, 3 * 2**64 + 1), False), (Fraction(3 * u + 1, 3 * 2**64), True)):
+        assert in_holdout(key, fraction, seed) is member
+        assert holdout_mask(key, 16, fraction, seed).tolist() == [member]

@@ -1,0 +1,54 @@
+"""Tests for compiler.pack's reading of samples from token caches."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from compiler import pack
+
+
+def make_cache(directory: pathlib.Path, tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids, mask = rng.integers(0, 2**32, tokens, dtype=np.uint32), rng.integers(0, 2, tokens, dtype=np.uint8)
+    directory.mkdir()
+    ids.tofile(directory / "tokens.bin")
+    mask.tofile(directory / "mask.bin")
+    return ids, mask
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_read_gives_every_sample_as_slicing_would(tmp_path: pathlib.Path, seed: int) -> None:
+    """Runs of samples that follow each other in a cache (more than IOV_MAX of them, too),
+    repeats, truncated samples and two caches, in a shuffled order."""
+    caches = [make_cache(tmp_path / f"c{i}", 30_000, seed * 10 + i) for i in range(2)]
+    rng = np.random.default_rng(seed)
+    records = np.arange(0, 30_000, 10)  # records of 10 tokens, back to back
+    sources = rng.integers(0, 2, 6_000)
+    starts = rng.choice(records[:-1], 6_000)
+    starts[:2_000] = records[:2_000]  # a run of 2,000 consecutive records in cache 0
+    sources[:2_000] = 0
+    others = (np.arange(6_000) >= 2_000) & (sources == 0)
+    starts[others] = rng.choice(records[2_000:-1], int(others.sum()))  # nothing else in its range
+    lengths = np.where(rng.random(6_000) < 0.2, rng.integers(1, 10, 6_000), 10)  # some truncated
+    lengths[:2_000] = 10
+    order = rng.permutation(6_000)
+    sources, starts, lengths = sources[order], starts[order], lengths[order]
+    readers = [pack._SampleReader(str(tmp_path / f"c{i}")) for i in range(2)]
+    try:
+        ids, mask = pack._read(readers, sources, starts, lengths)
+    finally:
+        for r in readers:
+            r.__exit__(None, None, None)
+    expected_ids = np.concatenate([caches[s][0][o:o + n] for s, o, n in zip(sources, starts, lengths)])
+    expected_mask = np.concatenate([caches[s][1][o:o + n] for s, o, n in zip(sources, starts, lengths)])
+    assert np.array_equal(ids, expected_ids) and np.array_equal(mask, expected_mask)
+
+
+def test_a_cache_shorter_than_its_records_is_an_error(tmp_path: pathlib.Path) -> None:
+    make_cache(tmp_path / "c0", 100, 0)
+    with pack._SampleReader(str(tmp_path / "c0")) as reader:
+        with pytest.raises(OSError, match="damaged"):
+            pack._read([reader], np.array([0, 0]), np.array([0, 95]), np.array([10, 10]))
