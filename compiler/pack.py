@@ -71,29 +71,19 @@ def _chunks(lengths: np.ndarray, starts: np.ndarray) -> list[tuple[int, int]]:
 
 def _read(readers: Sequence[_SampleReader], sources: np.ndarray, offsets: np.ndarray,
           lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The samples' tokens and masks back to back. Samples that lie one after another in their
-    cache are read with one `preadv` that scatters them to their places (up to IOV_MAX)."""
-    total = int(lengths.sum())
-    ids, mask = np.empty(total, np.uint32), np.empty(total, np.uint8)
+    """The samples' tokens and masks back to back, two `pread`s a sample. (Samples in output
+    order are a scattered choice from their caches: few lie one after another.)"""
+    ids, mask = np.empty(int(lengths.sum()), np.uint32), np.empty(int(lengths.sum()), np.uint8)
     id_bytes, mask_bytes = memoryview(ids).cast("B"), memoryview(mask)
-    dest = np.cumsum(lengths) - lengths
-    order = np.lexsort((offsets, sources))
-    src, off, n, at = sources[order], offsets[order], lengths[order], dest[order]
-    follows = (src[1:] == src[:-1]) & (off[1:] == off[:-1] + n[:-1])
-    firsts = np.flatnonzero(np.r_[True, ~follows])
-    firsts = np.unique(np.r_[firsts, np.arange(0, len(order), _IOV_MAX)])  # at most IOV_MAX buffers a call
-    src, off, n, at = src.tolist(), off.tolist(), n.tolist(), at.tolist()
-    for a, b in zip(firsts.tolist(), firsts[1:].tolist() + [len(order)]):
-        reader, count = readers[src[a]], off[b - 1] + n[b - 1] - off[a]
-        if os.preadv(reader.tokens, [id_bytes[4 * d:4 * (d + k)] for d, k in zip(at[a:b], n[a:b])], 4 * off[a]) \
-                != 4 * count or os.preadv(reader.mask, [mask_bytes[d:d + k] for d, k in zip(at[a:b], n[a:b])],
-                                          off[a]) != count:
-            raise OSError(f"token cache {reader.directory} ends before token {off[a] + count}: it is damaged; "
+    at = 0
+    for s, offset, n in zip(sources.tolist(), offsets.tolist(), lengths.tolist()):
+        reader = readers[s]
+        if os.preadv(reader.tokens, [id_bytes[4 * at:4 * (at + n)]], 4 * offset) != 4 * n \
+                or os.preadv(reader.mask, [mask_bytes[at:at + n]], offset) != n:
+            raise OSError(f"token cache {reader.directory} ends before token {offset + n}: it is damaged; "
                           "delete it to rebuild")
+        at += n
     return ids, mask
-
-
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 
 def _offsets(caches: Sequence[TokenCache], sources: np.ndarray, records: np.ndarray) -> np.ndarray:

@@ -21,8 +21,8 @@ def make_cache(directory: pathlib.Path, tokens: int, seed: int) -> tuple[np.ndar
 
 @pytest.mark.parametrize("seed", range(5))
 def test_read_gives_every_sample_as_slicing_would(tmp_path: pathlib.Path, seed: int) -> None:
-    """Runs of samples that follow each other in a cache (more than IOV_MAX of them, too),
-    repeats, truncated samples and two caches, in a shuffled order."""
+    """Runs of samples that follow each other in a cache, repeats, truncated samples and two
+    caches, in a shuffled order."""
     caches = [make_cache(tmp_path / f"c{i}", 30_000, seed * 10 + i) for i in range(2)]
     rng = np.random.default_rng(seed)
     records = np.arange(0, 30_000, 10)  # records of 10 tokens, back to back
