@@ -546,3 +546,26 @@ def test_malformed_input_gives_diagnostics_not_exceptions(text: str) -> None:
     assert result.module is None and result.diagnostics
     for d in result.diagnostics:
         assert d.code.startswith("E0") and d.span.line >= 1 and d.span.col >= 1
+
+
+def test_the_parser_is_saved_once_and_a_bad_copy_is_rebuilt(tmp_path, monkeypatch) -> None:
+    """The parser is saved under $MIXLANG_CACHE/grammar and loaded from there; a damaged copy
+    is rebuilt and replaced; each way parses the same."""
+    from mixlang import parser as p
+
+    import pathlib
+
+    text = (pathlib.Path(__file__).parents[2] / "examples" / "customer_blend.mix").read_text(encoding="utf-8")
+    expected = parse("x.mix", text)
+    monkeypatch.setenv("MIXLANG_CACHE", str(tmp_path))
+    for damage in (None, b"not a parser"):
+        if damage is not None:
+            saved.write_bytes(damage)
+        p._lark.cache_clear()
+        assert parse("x.mix", text) == expected
+        (saved,) = (tmp_path / "grammar").iterdir()
+        assert saved.stat().st_size > 1000
+    p._lark.cache_clear()
+    loaded = p._lark()
+    assert parse("x.mix", text) == expected and loaded is p._lark()
+    p._lark.cache_clear()
