@@ -32,7 +32,7 @@ a process as well as its own memory ("anon" is printed beside it). Before each m
 `sync` writes out the previous run's dirty pages, so they do not land in this run's fsyncs.
 A benchmark, not a test.
 
-    .venv/bin/python benchmarks/compile.py                     # 200k records, about 12 minutes
+    .venv/bin/python benchmarks/compile.py                     # 200k records, about 15 minutes
     .venv/bin/python benchmarks/compile.py --records 20000     # a quick look
 """
 
