@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import pathlib
 import pprint
@@ -29,7 +30,7 @@ from tests.compiler.test_build import compile_ok, make_project
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "compiler" / "templates" / "train.py.j2"
 HEADER = {"spec": "m.mix", "fingerprint": "f" * 64, "recreate": "mixc compile m.mix"}
-STEPS = 9  # 60 rows x 1.1 epochs / 8 rows per step, rounded up: step 8 spans epochs 0 and 1
+STEPS = 9  # about 60 rows x 1.1 epochs / 8 rows per step, rounded up: step 8 spans epochs 0 and 1
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
 STANDALONE = {"argparse", "contextlib", "functools", "json", "math", "os", "random", "shutil", "signal",
               "struct", "subprocess", "sys", "time", "numpy", "torch", "transformers"}
@@ -144,10 +145,12 @@ def test_a_run_writes_a_changed_model_its_tokenizer_and_the_last_two_checkpoints
         "config.json", "generation_config.json", "model.safetensors", "state.pt"]
 
 
-def test_the_log_has_a_line_per_step_with_per_source_losses_and_the_loss_falls(runs):
+def test_the_log_has_a_line_per_step_with_per_source_losses_and_the_loss_falls(runs, target):
+    rows = json.loads((target / "index.json").read_text())["train"]["rows"]
+    assert math.ceil(rows * 1.1 / 8) == STEPS, rows
     lines = log(runs["whole"])
     assert [x["step"] for x in lines] == list(range(1, STEPS + 1))
-    assert lines[-1]["epoch"] == pytest.approx(STEPS * 8 / 60, abs=1e-3)
+    assert lines[-1]["epoch"] == pytest.approx(STEPS * 8 / rows, abs=1e-3)
     assert {name for x in lines for name in x["loss_by_source"]} == {"p", "c", "t"}
     for x in lines:
         assert x.keys() == {"step", "epoch", "lr", "loss", "loss_by_source", "tokens", "world_size", "seconds"}
