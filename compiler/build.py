@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -25,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from compiler import lock as lockfile
-from compiler.cache import TokenCache, content_sha256, ensure_cached, progress_bar
+from compiler.cache import TokenCache, content_sha256, ensure_cached, progress_bar, progress_shown
 from compiler.encode import TokenizerSetup, load_tokenizer
 from compiler.pack import efficiency, row_starts, write_rows
 from compiler.plan import PlanTarget, expand
@@ -158,8 +157,7 @@ def _tokenize_sources(program: CheckedProgram, targets: tuple[PlanTarget, ...], 
     for name, tokenizer in sorted(_sources_of(targets).items()):
         setup = inputs.tokenizers[tokenizer]
         spec = program.source(name)
-        shown = sys.stderr.isatty()
-        total = count_records_fast(inputs.files[name]) if shown and not spec.is_hub else 0
+        total = count_records_fast(inputs.files[name]) if progress_shown() and not spec.is_hub else 0
         with progress_bar(total, f"tokenize {name}") as bar:
             try:
                 cache, built = ensure_cached(spec, inputs.files[name], inputs.content[name], setup,

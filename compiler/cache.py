@@ -42,6 +42,7 @@ from compiler.encode import (
     RECORD_DTYPE, STATUS_BROKEN, EncodedBatch, Encoder, TokenizerSetup, encode_in_worker, encode_lines_in_worker,
     init_worker,
 )
+from compiler.files import write_json
 from compiler.records import RecordRef
 from compiler.sources import iter_records
 from mixlang.diagnostics import MixError, error
@@ -118,10 +119,7 @@ def remembered(kind: str, signature: str) -> Any:
 def remember(kind: str, signature: str, value: Any) -> None:
     folder = os.path.join(cache_root(), kind)
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{signature}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f)
-    os.replace(tmp, os.path.join(folder, signature + ".json"))
+    write_json(os.path.join(folder, signature + ".json"), value)
 
 
 def _stat_signature(files: tuple[str, ...]) -> str | None:
@@ -218,18 +216,11 @@ def ensure_cached(spec: SourceSpec, files: tuple[str, ...], content: str, setup:
     os.makedirs(tmp)
     try:
         meta = _tokenize_into(tmp, spec, files, setup, jobs, progress)
-        _write_json(os.path.join(tmp, "meta.json"), {**meta, "key": key, "source": spec.name, "content": content})
+        write_json(os.path.join(tmp, "meta.json"), {**meta, "key": key, "source": spec.name, "content": content})
         os.replace(tmp, final) if not os.path.exists(final) else shutil.rmtree(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return open_cache(key), True
-
-
-def _write_json(path: str, value: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, sort_keys=True, indent=1)
-    os.replace(tmp, path)
 
 
 def _tokenize_into(directory: str, spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup,
@@ -401,8 +392,13 @@ def _line_blocks(path: str) -> Iterator[tuple[int, bytes]]:
             number += block.count(b"\n")
 
 
+def progress_shown() -> bool:
+    """Whether progress bars are drawn: only on a terminal."""
+    return sys.stderr.isatty()
+
+
 def progress_bar(total: int, label: str) -> Any:
-    """A tqdm bar on stderr when it is a terminal; otherwise nothing is drawn."""
+    """A tqdm bar on stderr when `progress_shown()`; otherwise nothing is drawn."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=label, unit=" rec", disable=not sys.stderr.isatty(), leave=False)
+    return tqdm(total=total, desc=label, unit=" rec", disable=not progress_shown(), leave=False)

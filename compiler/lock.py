@@ -36,9 +36,6 @@ def spec_json(value: Any) -> Any:
     return value
 
 
-canonical = canonical_json
-
-
 def write_lock(path: str, lock: dict) -> None:
     write_json(path, lock)
 
@@ -74,7 +71,7 @@ def make_lock(program: CheckedProgram, texts: Mapping[str, str], content: Mappin
                     for name, sha in sorted(content.items())},
         "targets": {name: _target_entry(index) for name, index in sorted(targets.items())},
     }
-    lock["fingerprint"] = hashlib.sha256(canonical(lock).encode()).hexdigest()
+    lock["fingerprint"] = hashlib.sha256(canonical_json(lock).encode()).hexdigest()
     return lock
 
 

@@ -59,9 +59,9 @@ class Renderer:
         return [(_text(record, self.fmt.field), True)]
 
     def _chat(self, messages: list[dict]) -> Segments:
+        if not any(m["role"] == "assistant" for m in messages):
+            raise RecordError(self.fmt.messages, "has no assistant message to learn from")
         if self.chat is None:
-            if not any(m["role"] == "assistant" for m in messages):
-                raise RecordError(self.fmt.messages, "has no assistant message to learn from")
             return _default_chat(messages)
         contents: list[str] = []
         marked = []
@@ -72,8 +72,6 @@ class Renderer:
                 contents.append(m["content"])
             else:
                 marked.append(m)
-        if not contents:
-            raise RecordError(self.fmt.messages, "has no assistant message to learn from")
         segments = _split(self._render(marked), contents)
         if self._verified < _VERIFY_FIRST:
             self._verify(messages, segments)

@@ -352,8 +352,7 @@ def in_holdout(key: bytes, fraction: Fraction, seed: int) -> bool:
     """Whether a record with this key (its `record_digest`) is held out: blake2b(seed, key)
     read as a 64-bit integer u is a member iff u < fraction * 2**64, compared exactly.
     Depends on the key alone, so appending records never moves old ones in or out."""
-    digest = hashlib.blake2b(b"%d:" % seed + key, digest_size=8).digest()
-    u = int.from_bytes(digest, "big")
+    u = int.from_bytes(_holdout_hash(b"%d:" % seed, key), "big")
     return u * fraction.denominator < fraction.numerator << 64
 
 
@@ -365,13 +364,17 @@ def holdout_mask(keys: bytes, size: int, fraction: Fraction, seed: int) -> Any:
 
     count = len(keys) // size
     prefix = b"%d:" % seed
-    hashes = b"".join(hashlib.blake2b(prefix + keys[i:i + size], digest_size=8).digest()
-                      for i in range(0, count * size, size))
+    hashes = b"".join(_holdout_hash(prefix, keys[i:i + size]) for i in range(0, count * size, size))
     u = np.frombuffer(hashes, ">u8")
     threshold = -(-(fraction.numerator << 64) // fraction.denominator)
     if threshold >= 1 << 64:
         return np.ones(count, bool)
     return u < np.uint64(threshold)
+
+
+def _holdout_hash(prefix: bytes, key: bytes) -> bytes:
+    """8 bytes of blake2b over the seed prefix (`b"SEED:"`) and a record's key."""
+    return hashlib.blake2b(prefix + key, digest_size=8).digest()
 
 
 # Counting -------------------------------------------------------------------------------------
