@@ -195,11 +195,18 @@ def _memmap(path: str, dtype: Any) -> np.ndarray:
 
 
 def open_cache(key: str) -> TokenCache | None:
+    """The complete cache entry for `key`, or None: none there, or one whose files do not have
+    the sizes its meta.json says (cut short or damaged on disk), which is then rebuilt."""
     path = os.path.join(cache_root(), "tokens", key)
     try:
         with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
-            return TokenCache(path, key, json.load(f))
-    except (OSError, ValueError):
+            meta = json.load(f)
+        sizes = {"tokens.bin": 4 * meta["tokens"], "mask.bin": meta["tokens"],
+                 "records.bin": RECORD_DTYPE.itemsize * meta["records"]}
+        if any(os.path.getsize(os.path.join(path, name)) != size for name, size in sizes.items()):
+            return None
+        return TokenCache(path, key, meta)
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -211,6 +218,7 @@ def ensure_cached(spec: SourceSpec, files: tuple[str, ...], content: str, setup:
     if found is not None:
         return found, False
     final = os.path.join(cache_root(), "tokens", key)
+    shutil.rmtree(final, ignore_errors=True)  # an entry open_cache refused: damaged
     tmp = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

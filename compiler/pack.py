@@ -18,6 +18,7 @@ import numpy as np
 
 from compiler.cache import TokenCache
 from compiler.shards import ShardSetWriter
+from mixlang.diagnostics import MixError, error
 
 
 def row_starts(lengths: np.ndarray, seq_len: int, packing: bool) -> np.ndarray:
@@ -80,8 +81,9 @@ def _read(readers: Sequence[_SampleReader], sources: np.ndarray, offsets: np.nda
         reader = readers[s]
         if os.preadv(reader.tokens, [id_bytes[4 * at:4 * (at + n)]], 4 * offset) != 4 * n \
                 or os.preadv(reader.mask, [mask_bytes[at:at + n]], offset) != n:
-            raise OSError(f"token cache {reader.directory} ends before token {offset + n}: it is damaged; "
-                          "delete it to rebuild")
+            raise MixError(error("E715", f"token cache `{reader.directory}` ends before token {offset + n}: "
+                                         "it was damaged during this compile",
+                                 help="run the compile again: a damaged cache entry is rebuilt"))
         at += n
     return ids, mask
 

@@ -179,6 +179,21 @@ def test_changing_a_share_or_adding_a_source_retokenizes_nothing_old(tmp_path, t
     assert compile_ok(spec)["tokenized"] == ["more"]
 
 
+def test_a_damaged_token_cache_entry_is_rebuilt(tmp_path, tiny_model, token_cache):
+    """A cache file cut short (a full disk, a copy interrupted) is noticed by its size, the
+    entry rebuilt, and the build comes out byte for byte as before."""
+    spec = make_project(tmp_path, tiny_model)
+    compile_ok(spec)
+    lock = (tmp_path / "m.lock.json").read_bytes()
+    victim = next((token_cache / "tokens").glob("*/tokens.bin"))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    spec.write_text(spec.read_text().replace("take p 40%", "take p 50%").replace("take c 30%", "take c 20%"))
+    assert len(compile_ok(spec)["tokenized"]) == 1
+    spec.write_text(spec.read_text().replace("take p 50%", "take p 40%").replace("take c 20%", "take c 30%"))
+    assert compile_ok(spec)["tokenized"] == []
+    assert (tmp_path / "m.lock.json").read_bytes() == lock
+
+
 def test_a_sweep_compiles_every_point_from_one_tokenization(tmp_path, tiny_model):
     spec = make_project(tmp_path, tiny_model)
     spec.write_text(spec.read_text() + "sweep s {\n  vary m.p in [60%, 20%]\n}\n")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from compiler import pack
+from mixlang.diagnostics import MixError
 
 
 def make_cache(directory: pathlib.Path, tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,5 +51,5 @@ def test_read_gives_every_sample_as_slicing_would(tmp_path: pathlib.Path, seed: 
 def test_a_cache_shorter_than_its_records_is_an_error(tmp_path: pathlib.Path) -> None:
     make_cache(tmp_path / "c0", 100, 0)
     with pack._SampleReader(str(tmp_path / "c0")) as reader:
-        with pytest.raises(OSError, match="damaged"):
+        with pytest.raises(MixError, match="damaged"):
             pack._read([reader], np.array([0, 0]), np.array([0, 95]), np.array([10, 10]))
