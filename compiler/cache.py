@@ -11,9 +11,12 @@ so an interrupted build leaves nothing that looks complete.
 
 Tokenizing runs in `jobs` worker processes (spawned, one tokenizer thread each, under jemalloc
 when Debian's libjemalloc2 is installed), fed by this process with back-pressure, so memory
-stays bounded whatever the source's size: JSON Lines as ~1 MiB blocks of whole lines (the
-workers split and parse them), other formats as batches of records. The workers are kept for
-the next source of the same compile and stopped when idle.
+stays bounded whatever the source's size: JSON Lines as ~1 MiB blocks of whole lines (this
+process finds where they end and their line numbers; the workers read, split and parse them),
+other formats as batches of records. A worker writes each batch's ids and masks to files in the
+entry's temporary directory, which this process appends to the cache in order (in the kernel,
+with `copy_file_range`). The workers are kept for the next source of the same compile and
+stopped when idle.
 
 The cache root also remembers two small, slow values that depend only on files: a source's
 content hash (by its files' stat signature) and a local tokenizer directory's setup (by its
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import hashlib
 import itertools
 import json
@@ -39,8 +43,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from compiler.encode import (
-    RECORD_DTYPE, STATUS_BROKEN, EncodedBatch, Encoder, TokenizerSetup, encode_in_worker, encode_lines_in_worker,
-    init_worker,
+    RECORD_DTYPE, STATUS_BROKEN, EncodedBatch, Encoder, SourceChanged, TokenizerSetup, encode_in_worker,
+    encode_lines_in_worker, init_worker,
 )
 from compiler.files import write_json
 from compiler.records import RecordRef
@@ -235,24 +239,49 @@ def _tokenize_into(directory: str, spec: SourceSpec, files: tuple[str, ...], set
                    jobs: int, progress: Callable[[int], None] | None) -> dict:
     counts = {"records": 0, "broken": 0, "tokens": 0, "loss_tokens": 0}
     errors: list[str] = []
-    with open(os.path.join(directory, "tokens.bin"), "wb") as t, \
-            open(os.path.join(directory, "mask.bin"), "wb") as m, \
+    with open(os.path.join(directory, "tokens.bin"), "wb", buffering=0) as t, \
+            open(os.path.join(directory, "mask.bin"), "wb", buffering=0) as m, \
             open(os.path.join(directory, "records.bin"), "wb") as r:
-        for batch in _encoded(spec, files, setup, jobs):
+        for batch in _encoded(spec, files, setup, jobs, directory):
             _check_broken(spec, batch)
             records = batch.records.copy()
             records["offset"] += counts["tokens"]
-            batch.ids.tofile(t)
-            batch.mask.tofile(m)
+            if batch.spill:
+                _append_file(batch.spill + ".tokens", t)
+                _append_file(batch.spill + ".mask", m)
+            else:
+                batch.ids.tofile(t)
+                batch.mask.tofile(m)
             records.tofile(r)
             counts["records"] += len(records)
             counts["broken"] += int((records["status"] == STATUS_BROKEN).sum())
-            counts["tokens"] += len(batch.ids)
+            counts["tokens"] += batch.tokens
             counts["loss_tokens"] += int(records["loss"].sum())  # = the mask's sum: broken records have none
             errors.extend(batch.errors[: max(_MAX_ERRORS_KEPT - len(errors), 0)])
             if progress:
                 progress(len(records))
     return {**counts, "errors": errors}
+
+
+_NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM}
+
+
+def _append_file(path: str, out: Any) -> None:
+    """Append a worker's spilled file to `out` (an unbuffered file) and remove it: copied by the
+    kernel (`copy_file_range`) where it can, else through this process."""
+    with open(path, "rb", buffering=0) as src:
+        size, done = os.fstat(src.fileno()).st_size, 0
+        try:
+            while done < size and (n := os.copy_file_range(src.fileno(), out.fileno(), size - done)):
+                done += n
+        except (AttributeError, OSError) as exc:
+            if done or getattr(exc, "errno", errno.ENOSYS) not in _NO_COPY_RANGE:
+                raise
+            shutil.copyfileobj(src, out, 8 << 20)
+            done = size
+        if done != size:
+            raise OSError(f"`{path}` ended after {done:,} of {size:,} bytes")
+    os.unlink(path)
 
 
 def _check_broken(spec: SourceSpec, batch: EncodedBatch) -> None:
@@ -263,29 +292,47 @@ def _check_broken(spec: SourceSpec, batch: EncodedBatch) -> None:
             help="fix the record, or add `on_error skip` to the source to count and skip broken records"))
 
 
-def _encoded(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup, jobs: int) -> Iterator[EncodedBatch]:
+def _encoded(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup, jobs: int,
+             directory: str) -> Iterator[EncodedBatch]:
+    """The source's batches, encoded in this process (`jobs` 1) or by the workers, which read
+    their blocks themselves and spill their results into `directory`."""
     tasks = _tasks(spec, files)
     if jobs <= 1:
         encoder = Encoder(setup, spec.format)
         for lines, payload in tasks:
-            yield encoder.encode_lines(*payload) if lines else encoder.encode(payload)
+            if lines:
+                path, first_line, _, block = payload
+                yield encoder.encode_lines(path, first_line, block)
+            else:
+                yield encoder.encode(payload)
         return
     run = f"{os.getpid()}:{next(_RUNS)}"
     pool = _WORKERS.acquire(setup, jobs)
     finished = False
     try:
         pending: collections.deque = collections.deque()
-        for lines, payload in tasks:
-            task = (encode_lines_in_worker, (run, spec.format, *payload)) if lines else \
-                (encode_in_worker, (run, spec.format, payload))
+        for k, (lines, payload) in enumerate(tasks):
+            spill = os.path.join(directory, f"part-{k}")
+            if lines:
+                path, first_line, offset, block = payload
+                task = (encode_lines_in_worker, (run, spec.format, path, first_line, offset, len(block), spill))
+            else:
+                task = (encode_in_worker, (run, spec.format, payload, spill))
             pending.append(pool.apply_async(*task))
             if len(pending) >= 4 * jobs:
-                yield pending.popleft().get()
+                yield _result(pending.popleft())
         while pending:
-            yield pending.popleft().get()
+            yield _result(pending.popleft())
         finished = True
     finally:
         _WORKERS.release(finished)
+
+
+def _result(task: Any) -> EncodedBatch:
+    try:
+        return task.get()
+    except SourceChanged as exc:
+        raise MixError(error("E506", f"cannot read {exc}", help="run the compile again")) from None
 
 
 _RUNS = itertools.count()
@@ -361,15 +408,15 @@ class _jemalloc_for_children:
 
 def _tasks(spec: SourceSpec, files: tuple[str, ...]) -> Iterator[tuple[bool, Any]]:
     """The source's records in order, as work for the encoders: JSON Lines as blocks of whole
-    lines, `(True, (path, first line number, bytes))`, parsed by the workers; other formats as
+    lines, `(True, (path, first line number, offset, bytes))`, parsed by the encoders; other formats as
     `(False, [(RecordRef, record), ...])`, BATCH_RECORDS at a time, from their readers."""
     if spec.is_hub or not all(f.endswith(".jsonl") for f in files):
         for batch in _record_batches(iter_records(spec)):
             yield False, batch
         return
     for path in files:
-        for first_line, block in _line_blocks(path):
-            yield True, (path, first_line, block)
+        for first_line, offset, block in _line_blocks(path):
+            yield True, (path, first_line, offset, block)
 
 
 def _record_batches(records: Iterator[tuple[RecordRef, Any]]) -> Iterator[list[tuple[RecordRef, Any]]]:
@@ -383,10 +430,10 @@ def _record_batches(records: Iterator[tuple[RecordRef, Any]]) -> Iterator[list[t
         yield batch
 
 
-def _line_blocks(path: str) -> Iterator[tuple[int, bytes]]:
+def _line_blocks(path: str) -> Iterator[tuple[int, int, bytes]]:
     """The file in blocks of about BLOCK_BYTES that end at a newline (the last one may not),
-    each with the line number of its first line."""
-    number = 1
+    each with the line number of its first line and its offset in the file."""
+    number, offset = 1, 0
     with open(path, "rb") as f:
         while block := f.read(BLOCK_BYTES):
             cut = block.rfind(b"\n") + 1
@@ -396,8 +443,9 @@ def _line_blocks(path: str) -> Iterator[tuple[int, bytes]]:
             if 0 < cut < len(block):
                 f.seek(cut - len(block), os.SEEK_CUR)
                 block = block[:cut]
-            yield number, block
+            yield number, offset, block
             number += block.count(b"\n")
+            offset += len(block)
 
 
 def progress_shown() -> bool:

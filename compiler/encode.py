@@ -141,6 +141,15 @@ class EncodedBatch:
     mask: np.ndarray  # uint8, 1 where the token carries loss
     records: np.ndarray  # RECORD_DTYPE, one per record (offset relative to this batch)
     errors: tuple[str, ...]  # "file:line: field `x`: message" for broken records
+    spill: str | None = None  # when set, ids and mask are empty here and in SPILL.tokens, SPILL.mask
+
+    @property
+    def tokens(self) -> int:
+        return int(self.records["length"].sum())  # broken records have length 0
+
+
+class SourceChanged(Exception):
+    """A source file no longer holds the bytes the compile read from it a moment ago."""
 
 
 class Encoder:
@@ -282,9 +291,34 @@ def _encoder(run: str, fmt: FormatSpec) -> Encoder:
     return _CURRENT[1]
 
 
-def encode_in_worker(run: str, fmt: FormatSpec, batch: Sequence[tuple[RecordRef, Any]]) -> EncodedBatch:
-    return _encoder(run, fmt).encode(batch)
+# A worker writes a batch's ids and mask to files (`spill`) that the main process appends to the
+# cache in the kernel, and reads its block of JSON Lines from the file itself: sending them
+# through the pool's pipes (pickled, copied five times) cost more CPU than the rest of the main
+# process's work together.
+
+def encode_in_worker(run: str, fmt: FormatSpec, batch: Sequence[tuple[RecordRef, Any]], spill: str) -> EncodedBatch:
+    return _spilled(_encoder(run, fmt).encode(batch), spill)
 
 
-def encode_lines_in_worker(run: str, fmt: FormatSpec, path: str, first_line: int, block: bytes) -> EncodedBatch:
-    return _encoder(run, fmt).encode_lines(path, first_line, block)
+def encode_lines_in_worker(run: str, fmt: FormatSpec, path: str, first_line: int, offset: int, size: int,
+                           spill: str) -> EncodedBatch:
+    return _spilled(_encoder(run, fmt).encode_lines(path, first_line, read_block(path, offset, size)), spill)
+
+
+def read_block(path: str, offset: int, size: int) -> bytes:
+    """`size` bytes of `path` from `offset`; SourceChanged when the file now ends sooner."""
+    parts, done = [], 0
+    with open(path, "rb", buffering=0) as f:
+        while done < size and (part := os.pread(f.fileno(), size - done, offset + done)):
+            parts.append(part)
+            done += len(part)
+    if done < size:
+        raise SourceChanged(f"`{path}` changed while it was being read: it ends before byte {offset + size:,}")
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _spilled(batch: EncodedBatch, spill: str) -> EncodedBatch:
+    for suffix, values in ((".tokens", batch.ids), (".mask", batch.mask)):
+        with open(spill + suffix, "wb") as f:
+            values.tofile(f)
+    return dataclasses.replace(batch, ids=batch.ids[:0], mask=batch.mask[:0], spill=spill)

@@ -151,6 +151,67 @@ def test_same_inputs_give_byte_identical_builds(tmp_path, tiny_model, monkeypatc
         assert (tmp_path / "out1" / "m" / name).read_bytes() == (tmp_path / "out2" / "m" / name).read_bytes()
 
 
+def test_worker_processes_reading_small_blocks_build_what_one_process_builds(tmp_path, tiny_model, monkeypatch):
+    """Two tokenizer processes, each reading its blocks of lines from the file itself and
+    spilling its results to files that are appended to the cache: with blocks of a few lines,
+    broken records in several of them, the token cache and the build equal one process's, and
+    broken records keep their line numbers."""
+    from compiler import cache
+
+    spec = make_project(tmp_path / "a", tiny_model, chat_source="on_error skip")
+    chat = tmp_path / "a" / "data" / "chat.jsonl"
+    lines = chat.read_text().splitlines()
+    for at in (150, 70, 3):
+        lines.insert(at, '{"messages": "nope"}')
+    chat.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(cache, "BLOCK_BYTES", 2048)
+    runs = {}
+    for jobs in ("1", "2"):
+        monkeypatch.setenv("MIXLANG_CACHE", str(tmp_path / f"cache{jobs}"))
+        assert main(["compile", str(spec), "--jobs", jobs, "-o", str(tmp_path / f"out{jobs}")]) == 0
+        report = json.loads((tmp_path / f"out{jobs}" / "report.json").read_text())
+        entries = sorted((tmp_path / f"cache{jobs}" / "tokens").iterdir())
+        assert len(entries) == 3 and not [p for e in entries for p in e.iterdir() if p.name.startswith("part-")]
+        runs[jobs] = ({(e.name, p.name): p.read_bytes() for e in entries for p in e.iterdir()},
+                      report["targets"]["m"]["broken_examples"]["c"])
+    assert runs["1"] == runs["2"]
+    assert [e.split(": ")[0].rsplit(":", 1)[1] for e in runs["2"][1]] == ["4", "72", "153"]
+    assert (tmp_path / "out1" / "mix.lock.json").read_bytes() == (tmp_path / "out2" / "mix.lock.json").read_bytes()
+
+
+def test_a_source_cut_short_while_it_is_read_is_an_error(tmp_path):
+    from compiler.encode import SourceChanged, read_block
+
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"0123456789")
+    assert read_block(str(path), 2, 8) == b"23456789"
+    with pytest.raises(SourceChanged, match="ends before byte 12"):
+        read_block(str(path), 4, 8)
+
+
+def test_spilled_results_are_appended_without_copy_file_range(tmp_path, monkeypatch):
+    """Where the kernel cannot copy between the files (another file system, an old kernel),
+    the spilled file is copied through the process, after what is already there."""
+    import errno
+    import os
+
+    from compiler.cache import _append_file
+
+    def refuse(*args):
+        raise OSError(errno.EXDEV, "cross-device")
+
+    part, out = tmp_path / "part-0.tokens", tmp_path / "tokens.bin"
+    for copy_file_range in (os.copy_file_range, refuse):
+        monkeypatch.setattr(os, "copy_file_range", copy_file_range)
+        part.write_bytes(b"spilled bytes" * 1000)
+        with open(out, "wb", buffering=0) as f:
+            f.write(b"head")
+            _append_file(str(part), f)
+            f.write(b"tail")
+        assert out.read_bytes() == b"head" + b"spilled bytes" * 1000 + b"tail"
+        assert not part.exists()
+
+
 def test_lock_records_inputs_counts_and_hashes(tmp_path, tiny_model):
     spec = make_project(tmp_path, tiny_model)
     compile_ok(spec)
