@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import orjson
 
 from compiler.records import RecordError, RecordRef
 from compiler.render import ChatTemplate, Renderer
@@ -168,21 +169,22 @@ class Encoder:
     def encode(self, batch: Sequence[tuple[RecordRef, Any]]) -> EncodedBatch:
         """Records with where each came from (dicts, or JSON Lines lines as bytes)."""
         return self._encode([ref.line for ref, _ in batch], [raw for _, raw in batch],
-                            lambda i: str(batch[i][0]))
+                            lambda i: str(batch[i][0]), json.loads)
 
     def encode_lines(self, path: str, first_line: int, block: bytes) -> EncodedBatch:
         """Whole JSON Lines lines of `path`, the first of them line `first_line`; blank and
         whitespace-only lines are counted but are not records."""
         lines, raws = _split_lines(block, first_line)
-        return self._encode(lines, raws, lambda i: f"{path}:{lines[i]}")
+        return self._encode(lines, raws, lambda i: f"{path}:{lines[i]}", _loads_for(block))
 
-    def _encode(self, lines: list[int], raws: list[Any], where: Callable[[int], str]) -> EncodedBatch:
+    def _encode(self, lines: list[int], raws: list[Any], where: Callable[[int], str],
+                loads: Callable[[Any], Any]) -> EncodedBatch:
         n = len(raws)
         status, digests, rendered, errors = bytearray(n), [_NO_DIGEST] * n, [], []
         templates, fmt, segments = self.renderer.templates, self.fmt, self.renderer.segments
         for i, raw in enumerate(raws):
             try:
-                record = _parse(raw)
+                record = _parse(raw, loads)
                 digests[i] = record_digest(record_key(record, fmt, templates))
                 rendered.append((i, segments(record)))
             except RecordError as exc:
@@ -255,13 +257,33 @@ def _split_lines(block: bytes, first_line: int) -> tuple[list[int], list[bytes]]
     return lines, raws
 
 
-def _parse(raw: Any) -> dict:
+# JSON Lines are parsed with orjson (twice as fast as json on chat records), which reads
+# exactly what json reads except: integers beyond 64 bits become floats (json keeps them
+# exact), and it refuses some input json accepts (NaN, lone surrogates, a byte order mark). So
+# a block with a run of 19 digits anywhere is parsed with json, and a line orjson refuses is
+# parsed again with json, which gives its value or the error users see.
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))  # digits to "0", all else to " "
+_LONG_NUMBER = b"0" * 19
+
+
+def _loads_for(block: bytes) -> Callable[[Any], Any]:
+    return json.loads if _LONG_NUMBER in block.translate(_DIGITS) else _orjson_loads
+
+
+def _orjson_loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        return json.loads(raw)
+
+
+def _parse(raw: Any, loads: Callable[[Any], Any] = json.loads) -> dict:
     if isinstance(raw, dict):
         return raw
     if isinstance(raw, Exception):
         raise raw if isinstance(raw, RecordError) else RecordError(None, str(raw))
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except ValueError as exc:
         raise RecordError(None, f"not valid JSON ({exc})") from None
     if not isinstance(value, dict):

@@ -1,12 +1,15 @@
-"""Tests for compiler.encode's tokenizer loading."""
+"""Tests for compiler.encode: loading tokenizers, reading JSON Lines."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from compiler.encode import _load_tokenizer, _load_without_torch, load_tokenizer
+from compiler.encode import _load_tokenizer, _load_without_torch, _loads_for, _orjson_loads, load_tokenizer
 from mixlang.diagnostics import MixError
 
 
@@ -24,3 +27,26 @@ def test_a_tokenizer_that_cannot_load_still_gives_the_real_error(tmp_path: pathl
     assert _load_without_torch(str(tmp_path)) is None
     with pytest.raises(MixError, match="E701|cannot load tokenizer"):
         load_tokenizer(str(tmp_path))
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.integers(min_value=2**60, max_value=2**70)
+                     | st.floats() | st.text(), lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_JSON, min_size=1, max_size=5), st.booleans())
+def test_json_lines_are_read_exactly_as_json_reads_them(values, ascii_only):
+    """orjson where it reads the same as json: integers beyond 64 bits, NaN, lone surrogates
+    and duplicate keys come out as json gives them."""
+    lines = [json.dumps(v, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass") for v in values]
+    loads = _loads_for(b"\n".join(lines))
+    for line in lines:
+        assert repr(loads(line)) == repr(json.loads(line))
+
+
+def test_a_block_without_long_numbers_is_read_by_orjson():
+    """The guard is not always on: the test above would pass with json alone."""
+    assert _loads_for(b'{"a": 1234567890123456789}\n') is json.loads
+    assert _loads_for(b'{"a": 123456789012345678, "b": "x"}\n') is _orjson_loads
+    assert _orjson_loads(b'{"a": 1, "a": NaN}') == {"a": pytest.approx(float("nan"), nan_ok=True)}
