@@ -10,6 +10,7 @@ document and one sample a sequence.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 from typing import Sequence
@@ -43,19 +44,29 @@ def write_rows(writer: ShardSetWriter, caches: Sequence[TokenCache], sources: np
                lengths: np.ndarray, starts: np.ndarray) -> None:
     """Stream the rows into `writer`: sample i is record `records[i]` of cache `sources[i]`,
     cut to `lengths[i]` tokens. Whole rows go at a time, about CHUNK_TOKENS tokens of them, read
-    into one buffer: memory stays bounded, and the Python work per sample is two `pread`s."""
+    into one buffer: memory stays bounded, and the Python work per sample is two `pread`s. A
+    thread reads the next chunk while this one is written (both mostly release the GIL)."""
     if not len(records):
         return
     offsets = _offsets(caches, sources, records)
     ends = np.append(starts[1:], len(records))
+    chunks = [(first, last, int(starts[first]), int(ends[last - 1])) for first, last in _chunks(lengths, starts)]
     with contextlib.ExitStack() as stack:
         readers = [stack.enter_context(_SampleReader(c.path)) for c in caches]
         for s, reader in enumerate(readers):
             mine = sources == s
             reader.prefetch(offsets[mine], lengths[mine])
-        for first, last in _chunks(lengths, starts):
-            a, b = int(starts[first]), int(ends[last - 1])
-            ids, mask = _read(readers, sources[a:b], offsets[a:b], lengths[a:b])
+        reading = stack.enter_context(concurrent.futures.ThreadPoolExecutor(1))
+
+        def read(k: int) -> concurrent.futures.Future:
+            _, _, a, b = chunks[k]
+            return reading.submit(_read, readers, sources[a:b], offsets[a:b], lengths[a:b])
+
+        ahead = read(0)
+        for k, (first, last, a, b) in enumerate(chunks):
+            ids, mask = ahead.result()
+            if k + 1 < len(chunks):
+                ahead = read(k + 1)  # read the next chunk while this one is checked, hashed and written
             writer.add_rows(ids, mask, lengths[a:b], sources[a:b], ends[first:last] - starts[first:last])
 
 

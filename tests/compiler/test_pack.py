@@ -53,3 +53,40 @@ def test_a_cache_shorter_than_its_records_is_an_error(tmp_path: pathlib.Path) ->
     with pack._SampleReader(str(tmp_path / "c0")) as reader:
         with pytest.raises(MixError, match="damaged"):
             pack._read([reader], np.array([0, 0]), np.array([0, 95]), np.array([10, 10]))
+
+
+def test_write_rows_streams_every_row_in_order_across_chunks(tmp_path: pathlib.Path, monkeypatch) -> None:
+    """Rows go out in order, whole, while the next chunk is read ahead: many small chunks and
+    shards that roll over, read back and compared with slicing the caches."""
+    from compiler.cache import TokenCache
+    from compiler.encode import RECORD_DTYPE
+    from compiler.shards import ShardSetWriter, read_shard
+
+    caches, arrays = [], []
+    for i in range(2):
+        ids, mask = make_cache(tmp_path / f"c{i}", 20_000, i)
+        ids %= 1000
+        ids.tofile(tmp_path / f"c{i}" / "tokens.bin")
+        records = np.zeros(1000, RECORD_DTYPE)
+        records["offset"], records["length"] = np.arange(0, 20_000, 20), 20
+        records.tofile(tmp_path / f"c{i}" / "records.bin")
+        caches.append(TokenCache(str(tmp_path / f"c{i}"), f"k{i}", {}))
+        arrays.append((ids, mask))
+    rng = np.random.default_rng(7)
+    sources, records = rng.integers(0, 2, 3000), rng.integers(0, 1000, 3000)
+    lengths = rng.integers(1, 21, 3000)
+    starts = pack.row_starts(lengths, 64, True)
+    monkeypatch.setattr(pack, "CHUNK_TOKENS", 300)
+    out = tmp_path / "out"
+    out.mkdir()
+    with ShardSetWriter(str(out), "train", 1000, max_shard_bytes=20_000) as writer:
+        pack.write_rows(writer, caches, sources, records, lengths, starts)
+        shards = writer.close()
+    assert len(shards) > 3
+    rows = [row for shard in shards for row in read_shard(str(out), shard.name)]
+    assert len(rows) == len(starts)
+    got = [sample for row in rows for sample in row]
+    assert [len(row) for row in rows] == np.diff(np.append(starts, len(records))).tolist()
+    for (ids, mask, source), s, r, n in zip(got, sources, records, lengths):
+        assert source == s
+        assert np.array_equal(ids, arrays[s][0][20 * r:20 * r + n]) and np.array_equal(mask, arrays[s][1][20 * r:20 * r + n])
