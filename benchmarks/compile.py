@@ -200,13 +200,20 @@ def train_tokenizer(work: Path, data: Path, vocab: int, sample: int = 20_000) ->
 # ---- measuring ---------------------------------------------------------------------------------
 
 class TreeMemory(threading.Thread):
-    """Peak RSS (and anonymous RSS) summed over a process and its descendants, from /proc."""
+    """Peak RSS (and anonymous RSS) summed over a process and its descendants, from /proc; and
+    their CPU time (the last sample of each process), which `getrusage` misses for processes
+    that are not our children's children we wait for (workers forked by a fork server)."""
 
     def __init__(self, root: int, interval: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.root, self.interval = root, interval
         self.peak = self.peak_anon = 0
+        self.ticks: dict[int, int] = {}
         self.done = threading.Event()
+
+    @property
+    def cpu(self) -> float:
+        return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
 
     def run(self) -> None:
         pids, scanned = [self.root], 0.0
@@ -220,7 +227,10 @@ class TreeMemory(threading.Thread):
                         fields = f.read().split()
                     rss += int(fields[1]) * PAGE
                     anon += (int(fields[1]) - int(fields[2])) * PAGE
-                except (OSError, IndexError):
+                    with open(f"/proc/{pid}/stat", "rb") as f:
+                        stat = f.read().rsplit(b")", 1)[1].split()
+                    self.ticks[pid] = max(self.ticks.get(pid, 0), int(stat[11]) + int(stat[12]))
+                except (OSError, IndexError, ValueError):
                     pass
             self.peak, self.peak_anon = max(self.peak, rss), max(self.peak_anon, anon)
             self.done.wait(self.interval)
@@ -259,7 +269,7 @@ def measure(command: list[str], env: dict[str, str], label: str) -> dict:
     memory.done.set()
     memory.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    cpu = max(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, memory.cpu)
     if proc.returncode != 0:
         raise SystemExit(f"{label} failed ({proc.returncode}):\n{err[-4000:]}")
     log(f"{label}: {wall:.1f} s (CPU {cpu:.1f} s), peak RSS {memory.peak / 2**20:,.0f} MiB "

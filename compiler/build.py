@@ -24,8 +24,10 @@ from typing import Any, Callable
 import numpy as np
 
 from compiler import lock as lockfile
-from compiler.cache import TokenCache, content_sha256, ensure_cached, progress_bar, progress_shown
-from compiler.encode import TokenizerSetup, load_tokenizer
+from compiler.cache import (
+    TokenCache, content_remembered, content_sha256, ensure_cached, prestart_workers, progress_bar, progress_shown,
+)
+from compiler.encode import TokenizerSetup, load_tokenizer, tokenizer_remembered
 from compiler.pack import efficiency, row_starts, write_rows
 from compiler.plan import PlanTarget, expand
 from compiler.select import SourcePool, select, share, source_pool
@@ -70,6 +72,8 @@ def compile_program(program: CheckedProgram, texts: dict[str, str], options: Bui
     targets = expand(program, options.only)
     inputs = _Inputs()
     with _timed(timings, "hash"):
+        if options.jobs > 1 and _tokenizing_likely(program, targets):
+            prestart_workers()
         _hash_and_load(program, targets, inputs)
     if options.locked:
         _check_locked(program, texts, inputs)
@@ -133,6 +137,18 @@ def _hash_and_load(program: CheckedProgram, targets: tuple[PlanTarget, ...], inp
             hashing.result()
             raise
         hashing.result()
+
+
+def _tokenizing_likely(program: CheckedProgram, targets: tuple[PlanTarget, ...]) -> bool:
+    """Whether this compile will likely tokenize something: a tokenizer or a source's content is
+    not remembered from an earlier compile. A cheap guess, to start the workers' fork server
+    early only when it pays off."""
+    if not all(tokenizer_remembered(t) for t in {t.mix.tokenizer for t in targets}):
+        return True
+    try:
+        return not all(content_remembered(resolve_files(program.source(s))) for s in _sources_of(targets))
+    except (MixError, OSError):
+        return False  # hashing reports it
 
 
 def _hash_sources(program: CheckedProgram, targets: tuple[PlanTarget, ...], inputs: _Inputs) -> None:

@@ -76,6 +76,12 @@ def content_sha256(files: tuple[str, ...]) -> str:
     return digest
 
 
+def content_remembered(files: tuple[str, ...]) -> bool:
+    """Whether `content_sha256(files)` is remembered, so answers without reading the files."""
+    signature = _stat_signature(files)
+    return bool(signature) and isinstance(remembered("content", signature), str)
+
+
 def _hash_contents(files: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for path in files:
@@ -352,8 +358,6 @@ class _WorkerPool:
         self.timer: threading.Timer | None = None
 
     def acquire(self, setup: TokenizerSetup, jobs: int) -> Any:
-        import multiprocessing
-
         with self.lock:
             if self.timer:
                 self.timer.cancel()
@@ -362,7 +366,7 @@ class _WorkerPool:
                 self._stop()
             if self.pool is None:
                 with _jemalloc_for_children():
-                    self.pool = multiprocessing.get_context("spawn").Pool(jobs, init_worker, (setup,))
+                    self.pool = _context().Pool(jobs, init_worker, (setup,))
                 self.key = (setup.identity, jobs)
             return self.pool
 
@@ -389,10 +393,37 @@ class _WorkerPool:
 
 _WORKERS = _WorkerPool()
 
+# Workers are forked from a server process that has imported what they need once (numpy,
+# tokenizers, Jinja, and transformers' chat template code, which imports transformers: ~1 s):
+# spawned workers each imported it all again. Where there is no fork server, they are spawned.
+_PRELOAD = ["compiler.encode", "transformers.utils.chat_template_utils"]
+
+
+def _context() -> Any:
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    return context
+
+
+def prestart_workers() -> None:
+    """Start the fork server (it imports in the background) so that its imports overlap the
+    tokenizer's loading and the sources' hashing of a cold compile."""
+    context = _context()
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        with _jemalloc_for_children():
+            forkserver.ensure_running()
+
 
 class _jemalloc_for_children:
-    """Spawned workers start under jemalloc when it is installed: under glibc malloc the
-    tokenizer slows down steadily within a long-lived process (shared/perf-notes.md)."""
+    """Workers (and the fork server they come from) start under jemalloc when it is installed:
+    under glibc malloc the tokenizer slows down steadily within a long-lived process
+    (shared/perf-notes.md)."""
 
     def __enter__(self) -> None:
         self.before = os.environ.get("LD_PRELOAD")

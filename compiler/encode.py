@@ -80,6 +80,14 @@ def load_tokenizer(name: str) -> TokenizerSetup:
     return setup
 
 
+def tokenizer_remembered(name: str) -> bool:
+    """Whether `load_tokenizer(name)` answers from the cache (a local directory loaded before)."""
+    from compiler import cache
+
+    signature = cache.directory_signature(name) if os.path.isdir(name) else None
+    return bool(signature) and cache.remembered("tokenizer", signature) is not None
+
+
 def _load_without_torch(name: str) -> TokenizerSetup | None:
     """`_load_tokenizer` in a child process that hides torch (`sys.modules["torch"] = None`, so
     transformers takes it as not installed): importing transformers then takes under half the

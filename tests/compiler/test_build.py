@@ -212,6 +212,27 @@ def test_spilled_results_are_appended_without_copy_file_range(tmp_path, monkeypa
         assert not part.exists()
 
 
+def test_the_workers_fork_server_is_started_early_only_when_something_will_be_tokenized(tmp_path, tiny_model,
+                                                                                        token_cache, monkeypatch):
+    from compiler import cache
+    from compiler.plan import expand
+    from runner.cli import load_checked
+
+    monkeypatch.setattr(cache, "RACY_SECONDS", 0.0)  # files written a moment ago count as settled
+    spec = make_project(tmp_path, tiny_model)
+
+    def likely() -> bool:
+        program = load_checked(str(spec))[1].program
+        return build_module._tokenizing_likely(program, expand(program, None))
+
+    assert likely()  # nothing remembered
+    compile_ok(spec)
+    assert not likely()
+    chat = tmp_path / "data" / "chat.jsonl"
+    chat.write_text(chat.read_text() + chat.read_text().splitlines()[0] + "\n")
+    assert likely()
+
+
 def test_lock_records_inputs_counts_and_hashes(tmp_path, tiny_model):
     spec = make_project(tmp_path, tiny_model)
     compile_ok(spec)
