@@ -439,9 +439,13 @@ def write_spec(folder: Path, data: Path, tokenizer: Path, share: str) -> Path:
     return spec
 
 
-def compile_run(spec: Path, cache: Path, jobs: int, label: str) -> dict:
+def compile_run(spec: Path, cache: Path, jobs: int, label: str, cold: bool = True) -> dict:
+    """`mixc compile` in a new process; a cold run starts without a build directory as well (an
+    earlier run's build of the same inputs would be kept as it is)."""
     env = {**_CLEAN_ENV, "MIXLANG_CACHE": str(cache)}
     out = spec.parent / "build"
+    if cold:
+        shutil.rmtree(out, ignore_errors=True)
     result = measure([sys.executable, "-m", "runner.cli", "compile", str(spec), "--jobs", str(jobs), "-o", str(out)],
                      env, label)
     report = json.loads((out / "report.json").read_text())
@@ -512,7 +516,7 @@ def _runs(args: argparse.Namespace, work: Path, full: Path, base: Path, tokenize
     if cold[0]["fingerprint"] != cold[1]["fingerprint"]:
         log("WARNING: the two cold compiles gave different locks")
     write_spec(work / "spec", full, tokenizer, "60%")
-    warm = compile_run(spec, work / "cache2", jobs, "mixc compile, share 75% -> 60%, warm cache")
+    warm = compile_run(spec, work / "cache2", jobs, "mixc compile, share 75% -> 60%, warm cache", cold=False)
     shutil.rmtree(work / "cache2")
     base_spec = write_spec(work / "spec-base", base, tokenizer, "75%")
     small = compile_run(base_spec, work / "cache-base", jobs, f"mixc compile, 1/{args.memory_scale} corpus, cold cache")
