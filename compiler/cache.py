@@ -48,6 +48,7 @@ from compiler.encode import (
 )
 from compiler.files import write_json
 from compiler.records import RecordRef
+from compiler.render import TemplateMismatch
 from compiler.sources import iter_records
 from mixlang.diagnostics import MixError, error
 from mixlang.program import SourceSpec
@@ -302,6 +303,17 @@ def _encoded(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup, jo
              directory: str) -> Iterator[EncodedBatch]:
     """The source's batches, encoded in this process (`jobs` 1) or by the workers, which read
     their blocks themselves and spill their results into `directory`."""
+    try:
+        yield from _encoded_by(spec, files, setup, jobs, directory)
+    except TemplateMismatch as exc:
+        raise MixError(error(
+            "E703", f"the chat template of tokenizer `{setup.name}` cannot be used for exact loss masks: {exc}",
+            help="use a tokenizer whose template writes each assistant message as it is, or a `prompt(...)` "
+                 "format")) from None
+
+
+def _encoded_by(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup, jobs: int,
+                directory: str) -> Iterator[EncodedBatch]:
     tasks = _tasks(spec, files)
     if jobs <= 1:
         encoder = Encoder(setup, spec.format)

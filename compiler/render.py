@@ -30,6 +30,7 @@ Segments = list[tuple[str, bool]]
 _SENTINEL = "\ue000{}\ue001"
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 _SENTINELS = tuple(_SENTINEL.format(k) for k in range(64))
+_SENTINEL_START = "\ue000"
 _VERIFY_FIRST = 100  # records per process whose segments are checked against a plain render
 
 
@@ -72,7 +73,13 @@ class Renderer:
                 contents.append(m["content"])
             else:
                 marked.append(m)
-        segments = _split(self._render(marked), contents)
+        try:
+            segments = _split(self._render(marked), contents)
+        except TemplateMismatch:
+            if any(_SENTINEL_START in str(m.get("content")) for m in messages):
+                raise RecordError(self.fmt.messages, "holds the private-use character U+E000, which marks "
+                                                     "assistant messages while the chat template renders") from None
+            raise
         if self._verified < _VERIFY_FIRST:
             self._verify(messages, segments)
         return segments
@@ -112,16 +119,30 @@ def _templates(fmt: FormatSpec) -> Templates | None:
 
 
 def _split(rendered: str, contents: list[str]) -> Segments:
-    parts = _SENTINEL_RE.split(rendered)  # text, k, text, k, ..., text
-    if parts[1::2] != [str(k) for k in range(len(contents))]:
-        raise TemplateMismatch("the tokenizer's chat template does not show every assistant message once")
+    """Cut the rendered conversation where the sentinels stand and put the assistant contents
+    there: sentinel k must appear after sentinel k - 1, and nothing else may look like one (a
+    template that shows a message twice or not at all is refused). Found with `str.find`, which
+    is several times faster than a regular expression over the whole text."""
     segments: Segments = []
-    for k, text in enumerate(parts[0::2]):
-        if text:
-            segments.append((text, False))
-        if k < len(contents) and contents[k]:
-            segments.append((contents[k], True))
+    at = 0
+    for k, content in enumerate(contents):
+        sentinel = _SENTINELS[k] if k < len(_SENTINELS) else _SENTINEL.format(k)
+        found = rendered.find(sentinel, at)
+        if found < 0:
+            raise TemplateMismatch(_NOT_ONCE)
+        if found > at:
+            segments.append((rendered[at:found], False))
+        if content:
+            segments.append((content, True))
+        at = found + len(sentinel)
+    if at < len(rendered):
+        segments.append((rendered[at:], False))
+    if any(_SENTINEL_START in text and _SENTINEL_RE.search(text) for text, loss in segments if not loss):
+        raise TemplateMismatch(_NOT_ONCE)
     return segments
+
+
+_NOT_ONCE = "the tokenizer's chat template does not show every assistant message once, in order"
 
 
 def _default_chat(messages: list[dict]) -> Segments:
