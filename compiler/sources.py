@@ -285,17 +285,37 @@ def canonical_bytes(value: Any) -> bytes:
 
 def _canonical_messages(messages: list) -> bytes:
     """`canonical_bytes(messages)`, the same bytes, with a flat loop for the usual messages
-    (objects whose values are all strings): a third faster on chat records."""
+    (objects with string keys and values), the keys' encodings remembered: about twice as fast
+    on chat records."""
     parts = [b"l%d:" % len(messages)]
     for message in messages:
-        if not all(isinstance(v, str) for v in message.values()):
+        if type(message) is not dict or not _flat_message(message, parts):
             _canonical(message, parts.append)
-            continue
-        parts.append(b"d%d:" % len(message))
-        for key in sorted(message, key=str):
-            k, v = str(key).encode("utf-8", "surrogatepass"), message[key].encode("utf-8", "surrogatepass")
-            parts += (b"s%d:" % len(k), k, b"s%d:" % len(v), v)
     return b"".join(parts)
+
+
+def _flat_message(message: dict, parts: list[bytes]) -> bool:
+    """Append `canonical_bytes(message)` to `parts` when its keys and values are all strings;
+    else append nothing and return False."""
+    start = len(parts)
+    parts.append(b"d%d:" % len(message))
+    for key in sorted(message, key=str):
+        value = message[key]
+        if type(key) is not str or type(value) is not str:
+            del parts[start:]
+            return False
+        encoded = _KEYS.get(key)
+        if encoded is None:
+            data = key.encode("utf-8", "surrogatepass")
+            encoded = b"s%d:%s" % (len(data), data)
+            if len(_KEYS) < 4096:
+                _KEYS[key] = encoded
+        data = value.encode("utf-8", "surrogatepass")
+        parts += (encoded, b"s%d:" % len(data), data)
+    return True
+
+
+_KEYS: dict[str, bytes] = {}  # message keys ("role", "content") as canonical bytes
 
 
 def _canonical(value: Any, out: Any) -> None:
