@@ -63,6 +63,7 @@ class _Inputs:
     tokenizers: dict[str, TokenizerSetup] = field(default_factory=dict)
     files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     content: dict[str, str] = field(default_factory=dict)
+    hashing: dict[str, concurrent.futures.Future] = field(default_factory=dict)
     caches: dict[tuple[str, str], TokenCache] = field(default_factory=dict)
     tokenized: list[str] = field(default_factory=list)
 
@@ -71,14 +72,17 @@ def compile_program(program: CheckedProgram, texts: dict[str, str], options: Bui
     timings: dict[str, float] = {}
     targets = expand(program, options.only)
     inputs = _Inputs()
-    with _timed(timings, "hash"):
-        if options.jobs > 1 and _tokenizing_likely(program, targets):
-            prestart_workers()
-        _hash_and_load(program, targets, inputs)
-    if options.locked:
-        _check_locked(program, texts, inputs)
-    with _timed(timings, "tokenize"):
-        _tokenize_sources(program, targets, inputs, options)
+    with concurrent.futures.ThreadPoolExecutor(1) as hashing:
+        with _timed(timings, "hash"):
+            if options.jobs > 1 and _tokenizing_likely(program, targets):
+                prestart_workers()
+            _hash_and_load(program, targets, inputs, hashing)
+            if options.locked:
+                _await_hashes(inputs)
+                _check_locked(program, texts, inputs)
+        with _timed(timings, "tokenize"):
+            _tokenize_sources(program, targets, inputs, options)
+            _await_hashes(inputs)
     os.makedirs(options.out, exist_ok=True)
     with _timed(timings, "select_pack_write"):
         built = {t.name: _build_target(program, t, inputs, options) for t in targets}
@@ -124,19 +128,33 @@ def _sources_of(targets: list[PlanTarget] | tuple[PlanTarget, ...]) -> dict[str,
     return {t.source: target.mix.tokenizer for target in targets for t in target.mix.takes}
 
 
-def _hash_and_load(program: CheckedProgram, targets: tuple[PlanTarget, ...], inputs: _Inputs) -> None:
-    """Hash the sources in a thread while this one loads the tokenizers: hashing is C code
-    that releases the GIL, and loading a tokenizer the first time imports transformers
-    (seconds of Python), so on a cold compile the two overlap. A source's error comes first."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        hashing = pool.submit(_hash_sources, program, targets, inputs)
+def _hash_and_load(program: CheckedProgram, targets: tuple[PlanTarget, ...], inputs: _Inputs,
+                   hashing: concurrent.futures.Executor) -> None:
+    """Find the sources' files, then hash them in the `hashing` thread while this one loads the
+    tokenizers and (on a cold compile) the workers tokenize: hashing is C code that releases
+    the GIL, and the hashes are needed only to name the token cache entries and for the lock.
+    A source's missing files are reported before anything else."""
+    for name in sorted(_sources_of(targets)):
+        spec = program.source(name)
         try:
-            for tokenizer in sorted({t.mix.tokenizer for t in targets}):
-                inputs.tokenizers[tokenizer] = load_tokenizer(tokenizer)
-        except MixError:
-            hashing.result()
-            raise
-        hashing.result()
+            inputs.files[name] = resolve_files(spec)
+        except MixError as e:
+            raise MixError(*(_at(d, spec) for d in e.diagnostics)) from None
+        inputs.hashing[name] = hashing.submit(_content_of, spec, inputs.files[name])
+    for tokenizer in sorted({t.mix.tokenizer for t in targets}):
+        inputs.tokenizers[tokenizer] = load_tokenizer(tokenizer)
+
+
+def _content_of(spec: SourceSpec, files: tuple[str, ...]) -> str:
+    try:
+        return content_sha256(files)
+    except MixError as e:
+        raise MixError(*(_at(d, spec) for d in e.diagnostics)) from None
+
+
+def _await_hashes(inputs: _Inputs) -> None:
+    for name, future in inputs.hashing.items():
+        inputs.content[name] = future.result()
 
 
 def _tokenizing_likely(program: CheckedProgram, targets: tuple[PlanTarget, ...]) -> bool:
@@ -149,16 +167,6 @@ def _tokenizing_likely(program: CheckedProgram, targets: tuple[PlanTarget, ...])
         return not all(content_remembered(resolve_files(program.source(s))) for s in _sources_of(targets))
     except (MixError, OSError):
         return False  # hashing reports it
-
-
-def _hash_sources(program: CheckedProgram, targets: tuple[PlanTarget, ...], inputs: _Inputs) -> None:
-    for name in sorted(_sources_of(targets)):
-        spec = program.source(name)
-        try:
-            inputs.files[name] = resolve_files(spec)
-            inputs.content[name] = content_sha256(inputs.files[name])
-        except MixError as e:
-            raise MixError(*(_at(d, spec) for d in e.diagnostics)) from None
 
 
 def _at(d: Any, spec: SourceSpec) -> Any:
@@ -176,7 +184,9 @@ def _tokenize_sources(program: CheckedProgram, targets: tuple[PlanTarget, ...], 
         total = count_records_fast(inputs.files[name]) if progress_shown() and not spec.is_hub else 0
         with progress_bar(total, f"tokenize {name}") as bar:
             try:
-                cache, built = ensure_cached(spec, inputs.files[name], inputs.content[name], setup,
+                hashing = inputs.hashing[name]
+                content = hashing.result() if hashing.done() else hashing.result
+                cache, built = ensure_cached(spec, inputs.files[name], content, setup,
                                              options.jobs, bar.update)
             except MixError as e:
                 raise MixError(*(_at(d, spec) for d in e.diagnostics)) from None

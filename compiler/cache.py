@@ -221,22 +221,32 @@ def open_cache(key: str) -> TokenCache | None:
         return None
 
 
-def ensure_cached(spec: SourceSpec, files: tuple[str, ...], content: str, setup: TokenizerSetup,
+def ensure_cached(spec: SourceSpec, files: tuple[str, ...], content: str | Callable[[], str], setup: TokenizerSetup,
                   jobs: int, progress: Callable[[int], None] | None = None) -> tuple[TokenCache, bool]:
-    """The source's cache entry, tokenizing it first when absent. Returns (cache, was_built)."""
-    key = cache_key(spec, content, setup)
-    found = open_cache(key)
-    if found is not None:
-        return found, False
-    final = os.path.join(cache_root(), "tokens", key)
-    shutil.rmtree(final, ignore_errors=True)  # an entry open_cache refused: damaged
-    tmp = f"{final}.tmp-{os.getpid()}"
+    """The source's cache entry, tokenizing it first when absent. Returns (cache, was_built).
+    `content` is the sources' content hash, or a function that waits for it while it is being
+    computed: then tokenizing starts at once, and the entry is named when the hash is known
+    (an entry that turns out to exist already is kept, and this one dropped)."""
+    known = content if isinstance(content, str) else None
+    if known is not None:
+        found = open_cache(cache_key(spec, known, setup))
+        if found is not None:
+            return found, False
+    folder = os.path.join(cache_root(), "tokens")
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{next(_RUNS)}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
         meta = _tokenize_into(tmp, spec, files, setup, jobs, progress)
-        write_json(os.path.join(tmp, "meta.json"), {**meta, "key": key, "source": spec.name, "content": content})
-        os.replace(tmp, final) if not os.path.exists(final) else shutil.rmtree(tmp)
+        known = known if known is not None else content()  # type: ignore[operator]
+        key = cache_key(spec, known, setup)
+        found = open_cache(key)
+        if found is not None:
+            return found, False
+        final = os.path.join(folder, key)
+        shutil.rmtree(final, ignore_errors=True)  # an entry open_cache refused: damaged
+        write_json(os.path.join(tmp, "meta.json"), {**meta, "key": key, "source": spec.name, "content": known})
+        os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return open_cache(key), True

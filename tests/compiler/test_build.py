@@ -233,6 +233,31 @@ def test_the_workers_fork_server_is_started_early_only_when_something_will_be_to
     assert likely()
 
 
+def test_tokenizing_while_the_content_is_hashed_keeps_an_entry_that_appears_meanwhile(tmp_path, tiny_model,
+                                                                                        token_cache):
+    """A cold compile tokenizes before the sources' hash is known; when the hash then names an
+    entry that exists (another compile made it), that entry is kept and the new one dropped."""
+    from compiler.cache import content_sha256, ensure_cached
+    from compiler.encode import load_tokenizer
+    from compiler.sources import resolve_files
+    from runner.cli import load_checked
+
+    spec = make_project(tmp_path, tiny_model)
+    compile_ok(spec)
+    source = load_checked(str(spec))[1].program.source("c")
+    files = resolve_files(source)
+    entries = sorted((token_cache / "tokens").iterdir())
+    asked = []
+
+    def content() -> str:
+        asked.append(True)
+        return content_sha256(files)
+
+    cache, built = ensure_cached(source, files, content, load_tokenizer(str(tiny_model)), 2)
+    assert asked and not built and cache.path in map(str, entries)
+    assert sorted((token_cache / "tokens").iterdir()) == entries  # no temporary directory left
+
+
 def test_lock_records_inputs_counts_and_hashes(tmp_path, tiny_model):
     spec = make_project(tmp_path, tiny_model)
     compile_ok(spec)
