@@ -9,11 +9,12 @@ change bytes, so changing a share, the total, a seed, a holdout or adding a sour
 re-tokenizes nothing. A cache entry is built in a temporary directory and renamed into place,
 so an interrupted build leaves nothing that looks complete.
 
-Tokenizing runs in `jobs` worker processes (spawned, one tokenizer thread each, under jemalloc
-when Debian's libjemalloc2 is installed), fed by this process with back-pressure, so memory
-stays bounded whatever the source's size: JSON Lines as ~1 MiB blocks of whole lines (this
-process finds where they end and their line numbers; the workers read, split and parse them),
-other formats as batches of records. A worker writes each batch's ids and masks to files in the
+Tokenizing runs in `jobs` worker processes (forked from a fork server that imported their
+modules once; one tokenizer thread each, under jemalloc when Debian's libjemalloc2 is
+installed), fed by this process with back-pressure, so memory stays bounded whatever the
+source's size: JSON Lines as ~1 MiB blocks of whole lines (this process finds where they end
+and their line numbers; the workers read, split and parse them), other formats as batches of
+records. A worker writes each batch's ids and masks to files in the
 entry's temporary directory, which this process appends to the cache in order (in the kernel,
 with `copy_file_range`). The workers are kept for the next source of the same compile and
 stopped when idle.
@@ -246,7 +247,11 @@ def ensure_cached(spec: SourceSpec, files: tuple[str, ...], content: str | Calla
         final = os.path.join(folder, key)
         shutil.rmtree(final, ignore_errors=True)  # an entry open_cache refused: damaged
         write_json(os.path.join(tmp, "meta.json"), {**meta, "key": key, "source": spec.name, "content": known})
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another compile put the entry there a moment ago
+            if open_cache(key) is None:
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return open_cache(key), True
