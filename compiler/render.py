@@ -31,6 +31,11 @@ _SENTINEL = "\ue000{}\ue001"
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 _SENTINELS = tuple(_SENTINEL.format(k) for k in range(64))
 _SENTINEL_START = "\ue000"
+
+
+def _sentinel(k: int) -> str:
+    """What stands in for the k-th assistant content while the template renders."""
+    return _SENTINELS[k] if k < len(_SENTINELS) else _SENTINEL.format(k)
 _VERIFY_FIRST = 100  # records per process whose segments are checked against a plain render
 
 
@@ -69,7 +74,7 @@ class Renderer:
         for m in messages:
             if m["role"] == "assistant":
                 k = len(contents)
-                marked.append({**m, "content": _SENTINELS[k] if k < len(_SENTINELS) else _SENTINEL.format(k)})
+                marked.append({**m, "content": _sentinel(k)})
                 contents.append(m["content"])
             else:
                 marked.append(m)
@@ -126,7 +131,7 @@ def _split(rendered: str, contents: list[str]) -> Segments:
     segments: Segments = []
     at = 0
     for k, content in enumerate(contents):
-        sentinel = _SENTINELS[k] if k < len(_SENTINELS) else _SENTINEL.format(k)
+        sentinel = _sentinel(k)
         found = rendered.find(sentinel, at)
         if found < 0:
             raise TemplateMismatch(_NOT_ONCE)
