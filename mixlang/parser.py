@@ -9,11 +9,8 @@ never blanked, since that would only produce a cascade of follow-on errors.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import os
-import sys
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -47,26 +44,18 @@ class _ValueError(Exception):
 @functools.lru_cache(maxsize=1)
 def _lark() -> lark.Lark:
     """The parser, built from the grammar (about 0.15 s), or loaded in a few milliseconds from
-    a copy saved under `$MIXLANG_CACHE/grammar/`, named by a hash of the grammar and of the
-    lark and Python versions. The copy is written atomically; an unreadable one is rebuilt."""
+    the copy lark's own `cache` option keeps under `$MIXLANG_CACHE/grammar/` (checked against a
+    hash of the grammar, the options and the lark and Python versions; a copy that does not
+    load is rebuilt and replaced)."""
     grammar = resources.files("mixlang").joinpath("grammar.lark").read_text(encoding="utf-8")
-    key = hashlib.sha256(f"{lark.__version__} {sys.version_info[:2]} {grammar}".encode()).hexdigest()[:24]
     root = os.environ.get("MIXLANG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mixlang")
-    path = os.path.join(root, "grammar", f"parser-{key}.lark")
+    cache: str | bool = os.path.join(root, "grammar", "parser.lark-cache")
     try:
-        with open(path, "rb") as f:
-            return lark.Lark.load(f)
-    except Exception:  # noqa: BLE001 - missing, half-written by an older crash, or from elsewhere: rebuild
-        pass
-    parser = lark.Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
-                       maybe_placeholders=False)
-    with contextlib.suppress(OSError):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            parser.save(f)
-        os.replace(tmp, path)
-    return parser
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+    except OSError:
+        cache = False  # an unwritable cache root: build the parser every time
+    return lark.Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
+                     maybe_placeholders=False, cache=cache)
 
 
 def parse(path: str, text: str) -> ParseResult:
