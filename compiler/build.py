@@ -34,7 +34,7 @@ from compiler.select import SourcePool, select, share, source_pool
 from compiler.shards import ShardSetWriter
 from compiler.sources import count_records_fast, resolve_files
 from mixlang.diagnostics import MixError, error
-from mixlang.program import CheckedProgram, SourceSpec
+from mixlang.program import ChatFormat, CheckedProgram, SourceSpec
 
 DEFAULT_SHARD_BYTES = 256 * 2**20
 
@@ -75,7 +75,8 @@ def compile_program(program: CheckedProgram, texts: dict[str, str], options: Bui
     with concurrent.futures.ThreadPoolExecutor(1) as hashing:
         with _timed(timings, "hash"):
             if options.jobs > 1 and _tokenizing_likely(program, targets):
-                prestart_workers()
+                prestart_workers(chat=any(isinstance(program.source(s).format, ChatFormat)
+                                          for s in _sources_of(targets)))
             _hash_and_load(program, targets, inputs, hashing)
             if options.locked:
                 _await_hashes(inputs)

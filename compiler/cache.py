@@ -14,10 +14,10 @@ modules once; one tokenizer thread each, under jemalloc when Debian's libjemallo
 installed), fed by this process with back-pressure, so memory stays bounded whatever the
 source's size: JSON Lines as ~1 MiB blocks of whole lines (this process finds where they end
 and their line numbers; the workers read, split and parse them), other formats as batches of
-records. A worker writes each batch's ids and masks to files in the
-entry's temporary directory, which this process appends to the cache in order (in the kernel,
-with `copy_file_range`). The workers are kept for the next source of the same compile and
-stopped when idle.
+records. A worker writes each batch's ids and masks to files in the entry's temporary
+directory, which this process appends to the cache in order (in the kernel, with
+`copy_file_range`). The workers are kept for the next source of the same compile and stopped
+when idle.
 
 The cache root also remembers two small, slow values that depend only on files: a source's
 content hash (by its files' stat signature) and a local tokenizer directory's setup (by its
@@ -52,7 +52,7 @@ from compiler.records import RecordRef
 from compiler.render import TemplateMismatch
 from compiler.sources import iter_records
 from mixlang.diagnostics import MixError, error
-from mixlang.program import SourceSpec
+from mixlang.program import ChatFormat, SourceSpec
 
 CACHE_VERSION = 2  # 2: records' digests over `canonical_bytes`
 BATCH_RECORDS = 1000  # records a task, for formats read by compiler.records
@@ -340,7 +340,7 @@ def _encoded_by(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup,
                 yield encoder.encode(payload)
         return
     run = f"{os.getpid()}:{next(_RUNS)}"
-    pool = _WORKERS.acquire(setup, jobs)
+    pool = _WORKERS.acquire(setup, jobs, chat=isinstance(spec.format, ChatFormat) and setup.chat_template is not None)
     finished = False
     try:
         pending: collections.deque = collections.deque()
@@ -384,7 +384,7 @@ class _WorkerPool:
         self.pool: Any = None
         self.timer: threading.Timer | None = None
 
-    def acquire(self, setup: TokenizerSetup, jobs: int) -> Any:
+    def acquire(self, setup: TokenizerSetup, jobs: int, chat: bool) -> Any:
         with self.lock:
             if self.timer:
                 self.timer.cancel()
@@ -393,7 +393,7 @@ class _WorkerPool:
                 self._stop()
             if self.pool is None:
                 with _jemalloc_for_children():
-                    self.pool = _context().Pool(jobs, init_worker, (setup,))
+                    self.pool = _context(chat).Pool(jobs, init_worker, (setup,))
                 self.key = (setup.identity, jobs)
             return self.pool
 
@@ -421,25 +421,28 @@ class _WorkerPool:
 _WORKERS = _WorkerPool()
 
 # Workers are forked from a server process that has imported what they need once (numpy,
-# tokenizers, Jinja, and transformers' chat template code, which imports transformers: ~1 s):
-# spawned workers each imported it all again. Where there is no fork server, they are spawned.
-_PRELOAD = ["compiler.encode", "transformers.utils.chat_template_utils"]
+# tokenizers, Jinja; for chat templates also transformers' chat template code, which imports
+# transformers: ~1 s): spawned workers each imported it all again. The server is started once
+# a process, with what its first user needs. Where there is no fork server, workers are spawned.
+_PRELOAD = ["compiler.encode"]
+_PRELOAD_CHAT = ["transformers.utils.chat_template_utils"]
 
 
-def _context() -> Any:
+def _context(chat: bool) -> Any:
     import multiprocessing
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD)
+    context.set_forkserver_preload(_PRELOAD + (_PRELOAD_CHAT if chat else []))
     return context
 
 
-def prestart_workers() -> None:
+def prestart_workers(chat: bool) -> None:
     """Start the fork server (it imports in the background) so that its imports overlap the
-    tokenizer's loading and the sources' hashing of a cold compile."""
-    context = _context()
+    tokenizer's loading and the sources' hashing of a cold compile; `chat`: some source will
+    be rendered with a chat template."""
+    context = _context(chat)
     if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
