@@ -202,7 +202,7 @@ def train_tokenizer(work: Path, data: Path, vocab: int, sample: int = 20_000) ->
 class TreeMemory(threading.Thread):
     """Peak RSS (and anonymous RSS) summed over a process and its descendants, from /proc; and
     their CPU time (the last sample of each process), which `getrusage` misses for processes
-    that are not our children's children we wait for (workers forked by a fork server)."""
+    nobody in this tree waits for (workers forked by a fork server)."""
 
     def __init__(self, root: int, interval: float = 0.05) -> None:
         super().__init__(daemon=True)
