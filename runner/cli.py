@@ -69,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `mixc plan | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as e:  # a full disk, an unwritable cache or build directory: the system's word for it
+        where = f"`{e.filename}`: " if e.filename else ""
+        print(f"mixc: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_ERRORS
 
 
 def load_checked(path: str, style: str = "full", out: TextIO = sys.stderr) -> tuple[LoadResult, CheckResult | None]:

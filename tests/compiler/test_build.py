@@ -449,3 +449,14 @@ def test_csv_and_save_to_disk_sources_compile(tmp_path, tiny_model):
     report = compile_ok(spec)
     assert report["targets"]["m"]["sources"]["a"]["raw"] == 2 and report["targets"]["m"]["sources"]["b"]["raw"] == 3
     shutil.rmtree(tmp_path / "build")
+
+
+def test_an_unwritable_token_cache_is_a_one_line_error(tmp_path, tiny_model, monkeypatch, capsys):
+    """A system error (here the cache root is a file, as a full disk or a read-only directory
+    would be) names the path and what went wrong, with no traceback."""
+    spec = make_project(tmp_path, tiny_model)
+    (tmp_path / "not-a-dir").write_text("x")
+    monkeypatch.setenv("MIXLANG_CACHE", str(tmp_path / "not-a-dir"))
+    assert main(["compile", str(spec), "--jobs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "mixc: error:" in err and "not-a-dir" in err and "Traceback" not in err
