@@ -357,7 +357,11 @@ def test_limit(tmp_path: Path) -> None:
 
 _json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text())
 _message = st.one_of(
-    st.dictionaries(st.text(max_size=8), st.text(), max_size=4),  # the usual: strings only
+    st.fixed_dictionaries({"role": st.text(max_size=9), "content": st.text()}),  # the usual
+    st.fixed_dictionaries({"role": st.text(max_size=9), "content": st.one_of(st.none(), st.integers(), st.text())},
+                          optional={"name": st.text(max_size=3)}),
+    st.fixed_dictionaries({"role": st.text(max_size=9), "contents": st.text()}),
+    st.dictionaries(st.text(max_size=8), st.text(), max_size=4),  # strings only
     st.dictionaries(st.text(max_size=8), st.one_of(_json_scalars, st.lists(_json_scalars, max_size=3)), max_size=4),
     st.dictionaries(st.one_of(st.integers(), st.text(max_size=2)), st.text(max_size=3), max_size=4),  # from Arrow
     st.lists(st.text(max_size=3), max_size=2))  # not an object at all
