@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from mixlang import syntax as s
 from mixlang.check import CheckResult, check
 from mixlang.loader import load
 from mixlang.parser import parse

@@ -12,7 +12,6 @@ import pathlib
 import subprocess
 import time
 
-import pytest
 
 from runner.cli import main
 from runner.ledger import load
