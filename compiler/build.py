@@ -74,9 +74,9 @@ def compile_program(program: CheckedProgram, texts: dict[str, str], options: Bui
     inputs = _Inputs()
     with concurrent.futures.ThreadPoolExecutor(1) as hashing:
         with _timed(timings, "hash"):
-            if options.jobs > 1 and _tokenizing_likely(program, targets):
-                prestart_workers(chat=any(isinstance(program.source(s).format, ChatFormat)
-                                          for s in _sources_of(targets)))
+            early = _early_start(program, targets) if options.jobs > 1 else None
+            if early is not None:
+                prestart_workers(**early)
             _hash_and_load(program, targets, inputs, hashing)
             if options.locked:
                 _await_hashes(inputs)
@@ -158,16 +158,20 @@ def _await_hashes(inputs: _Inputs) -> None:
         inputs.content[name] = future.result()
 
 
-def _tokenizing_likely(program: CheckedProgram, targets: tuple[PlanTarget, ...]) -> bool:
-    """Whether this compile will likely tokenize something: a tokenizer or a source's content is
-    not remembered from an earlier compile. A cheap guess, to start the workers' fork server
-    early only when it pays off."""
-    if not all(tokenizer_remembered(t) for t in {t.mix.tokenizer for t in targets}):
-        return True
-    try:
-        return not all(content_remembered(resolve_files(program.source(s))) for s in _sources_of(targets))
-    except (MixError, OSError):
-        return False  # hashing reports it
+def _early_start(program: CheckedProgram, targets: tuple[PlanTarget, ...]) -> dict[str, bool] | None:
+    """Whether this compile will likely tokenize something (a tokenizer or a source's content
+    is not remembered from an earlier compile), and if so what the workers' fork server should
+    import: `prestart_workers`'s arguments. A cheap guess, to start the server early only when
+    it pays off."""
+    loader = not all(tokenizer_remembered(t) for t in {t.mix.tokenizer for t in targets})
+    if not loader:
+        try:
+            if all(content_remembered(resolve_files(program.source(s))) for s in _sources_of(targets)):
+                return None
+        except (MixError, OSError):
+            return None  # hashing reports it
+    return {"chat": any(isinstance(program.source(s).format, ChatFormat) for s in _sources_of(targets)),
+            "loader": loader}
 
 
 def _at(d: Any, spec: SourceSpec) -> Any:

@@ -422,32 +422,51 @@ _WORKERS = _WorkerPool()
 
 # Workers are forked from a server process that has imported what they need once (numpy,
 # tokenizers, Jinja; for chat templates also transformers' chat template code, which imports
-# transformers: ~1 s): spawned workers each imported it all again. The server is started once
-# a process, with what its first user needs. Where there is no fork server, workers are spawned.
+# transformers: ~1 s): spawned workers each imported it all again. When a tokenizer is to be
+# loaded, the server also imports transformers' AutoTokenizer, and the tokenizer is loaded in
+# a process forked from it (`loader_context`): a fresh interpreter took 2 s to import the same.
+# The server hides torch from transformers (`compiler.without_torch`). It is started once a
+# process, with what its first user needs. Where there is no fork server, workers are spawned.
 _PRELOAD = ["compiler.encode"]
-_PRELOAD_CHAT = ["transformers.utils.chat_template_utils"]
+_PRELOAD_CHAT = ["compiler.without_torch", "transformers.utils.chat_template_utils"]
+_PRELOAD_LOADER = ["compiler.without_torch", "transformers.models.auto.tokenization_auto"]
+_SERVER_PRELOAD: tuple[str, ...] = ()  # what the fork server this process started imports
 
 
-def _context(chat: bool) -> Any:
+def _context(chat: bool, loader: bool = False) -> Any:
+    """The workers' start context. The first call that starts the fork server (`prestart_workers`,
+    or a pool's first worker) decides what it imports; a running server keeps its own."""
+    global _SERVER_PRELOAD
     import multiprocessing
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD + (_PRELOAD_CHAT if chat else []))
+    if not _SERVER_PRELOAD:
+        _SERVER_PRELOAD = tuple(dict.fromkeys(_PRELOAD + (_PRELOAD_CHAT if chat else [])
+                                              + (_PRELOAD_LOADER if loader else [])))
+        context.set_forkserver_preload(list(_SERVER_PRELOAD))
     return context
 
 
-def prestart_workers(chat: bool) -> None:
+def prestart_workers(chat: bool, loader: bool = False) -> None:
     """Start the fork server (it imports in the background) so that its imports overlap the
-    tokenizer's loading and the sources' hashing of a cold compile; `chat`: some source will
-    be rendered with a chat template."""
-    context = _context(chat)
+    sources' hashing of a cold compile; `chat`: some source will be rendered with a chat
+    template; `loader`: a tokenizer will be loaded (`loader_context`)."""
+    context = _context(chat, loader)
     if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
         with _jemalloc_for_children():
             forkserver.ensure_running()
+
+
+def loader_context() -> Any:
+    """The fork server's context when the server imports transformers' AutoTokenizer (a process
+    forked from it loads a tokenizer in a moment), else None."""
+    if set(_PRELOAD_LOADER) <= set(_SERVER_PRELOAD):
+        return _context(False)
+    return None
 
 
 class _jemalloc_for_children:

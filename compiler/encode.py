@@ -89,13 +89,20 @@ def tokenizer_remembered(name: str) -> bool:
 
 
 def _load_without_torch(name: str) -> TokenizerSetup | None:
-    """`_load_tokenizer` in a child process that hides torch (`sys.modules["torch"] = None`, so
-    transformers takes it as not installed): importing transformers then takes under half the
-    time, and a tokenizer does not depend on torch. None when that fails for any reason; the
-    caller then loads in this process, which also gives the real error."""
+    """`_load_tokenizer` in another process, with torch hidden from transformers
+    (`compiler.without_torch`): importing transformers then takes under half the time, and a
+    tokenizer does not depend on torch. In a process forked from the workers' fork server when
+    it has imported transformers' tokenizer code (a moment), else in a new interpreter (~2 s).
+    None when that fails for any reason; the caller then loads in this process, which also
+    gives the real error."""
     import subprocess
 
-    code = ("import json, sys; sys.modules['torch'] = None; "
+    from compiler.cache import loader_context
+
+    context = loader_context()
+    if context is not None:
+        return _load_forked(context, name)
+    code = ("import json, sys, compiler.without_torch; "
             "from compiler.encode import _load_tokenizer, _as_json; "
             "print(json.dumps(_as_json(_load_tokenizer(sys.argv[1]))))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +114,38 @@ def _load_without_torch(name: str) -> TokenizerSetup | None:
         return _setup_from_json(json.loads(done.stdout)) if done.returncode == 0 else None
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
+
+
+def _load_forked(context: Any, name: str) -> TokenizerSetup | None:
+    """`_load_tokenizer(name)` in a process of `context` (a multiprocessing context); None
+    when it fails."""
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(target=_send_setup, args=(name, writer), daemon=True)
+    try:
+        process.start()
+    except OSError:
+        return None
+    finally:
+        writer.close()
+    try:
+        value = reader.recv()
+    except (EOFError, OSError):  # the process died
+        value = None
+    finally:
+        reader.close()
+        process.join()
+    return _setup_from_json(value) if isinstance(value, dict) else None
+
+
+def _send_setup(name: str, writer: Any) -> None:
+    import importlib
+
+    importlib.import_module("compiler.without_torch")  # the fork server imported it; a spawned process has not
+    try:
+        value: Any = _as_json(_load_tokenizer(name))
+    except Exception:  # noqa: BLE001 - the caller loads again in its own process for the error
+        value = None
+    writer.send(value)
 
 
 def _as_json(setup: TokenizerSetup) -> dict:

@@ -221,16 +221,16 @@ def test_the_workers_fork_server_is_started_early_only_when_something_will_be_to
     monkeypatch.setattr(cache, "RACY_SECONDS", 0.0)  # files written a moment ago count as settled
     spec = make_project(tmp_path, tiny_model)
 
-    def likely() -> bool:
+    def early() -> dict | None:
         program = load_checked(str(spec))[1].program
-        return build_module._tokenizing_likely(program, expand(program, None))
+        return build_module._early_start(program, expand(program, None))
 
-    assert likely()  # nothing remembered
+    assert early() == {"chat": True, "loader": True}  # nothing remembered
     compile_ok(spec)
-    assert not likely()
+    assert early() is None
     chat = tmp_path / "data" / "chat.jsonl"
     chat.write_text(chat.read_text() + chat.read_text().splitlines()[0] + "\n")
-    assert likely()
+    assert early() == {"chat": True, "loader": False}  # the tokenizer is remembered
 
 
 def test_tokenizing_while_the_content_is_hashed_keeps_an_entry_that_appears_meanwhile(tmp_path, tiny_model,

@@ -9,22 +9,34 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.encode import _load_tokenizer, _load_without_torch, _loads_for, _orjson_loads, load_tokenizer
+from compiler.encode import _load_forked, _load_tokenizer, _load_without_torch, _loads_for, _orjson_loads, load_tokenizer
 from mixlang.diagnostics import MixError
 
 
+def _forked(directory: str):
+    import multiprocessing
+
+    return _load_forked(multiprocessing.get_context("forkserver"), directory)
+
+
+_LOADERS = {"new interpreter": _load_without_torch, "forked from the fork server": _forked}
+
+
+@pytest.mark.parametrize("loader", _LOADERS)
 @pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_plain_model", "templated"])
-def test_loading_without_torch_gives_the_same_setup(request: pytest.FixtureRequest, model_fixture: str) -> None:
-    """The child process that hides torch loads exactly what transformers loads with torch."""
+def test_loading_without_torch_gives_the_same_setup(request: pytest.FixtureRequest, model_fixture: str,
+                                                     loader: str) -> None:
+    """A process that hides torch loads exactly what transformers loads with torch."""
     directory = str(request.getfixturevalue(model_fixture))
-    hidden = _load_without_torch(directory)
+    hidden = _LOADERS[loader](directory)
     assert hidden is not None
     assert hidden == _load_tokenizer(directory)
 
 
-def test_a_tokenizer_that_cannot_load_still_gives_the_real_error(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("loader", _LOADERS)
+def test_a_tokenizer_that_cannot_load_still_gives_the_real_error(tmp_path: pathlib.Path, loader: str) -> None:
     (tmp_path / "tokenizer_config.json").write_text("{not json")
-    assert _load_without_torch(str(tmp_path)) is None
+    assert _LOADERS[loader](str(tmp_path)) is None
     with pytest.raises(MixError, match="E701|cannot load tokenizer"):
         load_tokenizer(str(tmp_path))
 
