@@ -506,8 +506,6 @@ def _runs(args: argparse.Namespace, work: Path, full: Path, base: Path, tokenize
         for k in range(COLD_RUNS):
             cold.append(compile_run(spec, work / f"cache{k}", jobs, f"mixc compile, cold cache ({k + 1} of {COLD_RUNS})"))
             alone_runs.append(alone.measure(f"tokenizer alone ({k + 2} of {COLD_RUNS + 1})"))
-            if 0 < k < COLD_RUNS - 1:
-                shutil.rmtree(work / f"cache{k}")
             if k == 0:  # what the datasets pipeline must match
                 tokens = alone_runs[0]["tokens"]
                 totals, entries = cache_arrays(work / "cache0")
@@ -517,7 +515,8 @@ def _runs(args: argparse.Namespace, work: Path, full: Path, base: Path, tokenize
                 ours_tokens = concatenated_sha256([e / "tokens.bin" for e in entries])
                 ours_mask = concatenated_sha256([e / "mask.bin" for e in entries])
                 our_cache_bytes = disk_bytes(work / "cache0")
-                shutil.rmtree(work / "cache0")
+            if k < COLD_RUNS - 1:  # the last one serves the recompile
+                shutil.rmtree(work / f"cache{k}")
     finally:
         alone.close()
     if len({c["fingerprint"] for c in cold}) != 1:

@@ -163,15 +163,15 @@ def _early_start(program: CheckedProgram, targets: tuple[PlanTarget, ...]) -> di
     is not remembered from an earlier compile), and if so what the workers' fork server should
     import: `prestart_workers`'s arguments. A cheap guess, to start the server early only when
     it pays off."""
+    sources = _sources_of(targets)
     loader = not all(tokenizer_remembered(t) for t in {t.mix.tokenizer for t in targets})
     if not loader:
         try:
-            if all(content_remembered(resolve_files(program.source(s))) for s in _sources_of(targets)):
+            if all(content_remembered(resolve_files(program.source(s))) for s in sources):
                 return None
         except (MixError, OSError):
             return None  # hashing reports it
-    return {"chat": any(isinstance(program.source(s).format, ChatFormat) for s in _sources_of(targets)),
-            "loader": loader}
+    return {"chat": any(isinstance(program.source(s).format, ChatFormat) for s in sources), "loader": loader}
 
 
 def _at(d: Any, spec: SourceSpec) -> Any:

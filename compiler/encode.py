@@ -106,8 +106,7 @@ def _load_without_torch(name: str) -> TokenizerSetup | None:
             "from compiler.encode import _load_tokenizer, _as_json; "
             "print(json.dumps(_as_json(_load_tokenizer(sys.argv[1]))))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-           "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     try:
         done = subprocess.run([sys.executable, "-c", code, name], env=env, capture_output=True, text=True,
                               timeout=600, check=False)
