@@ -124,9 +124,11 @@ class _timed:
         self.timings[self.stage] = round(time.perf_counter() - self.start, 3)
 
 
-def _sources_of(targets: list[PlanTarget] | tuple[PlanTarget, ...]) -> dict[str, str]:
-    """source name -> tokenizer name, for every source some target takes."""
-    return {t.source: target.mix.tokenizer for target in targets for t in target.mix.takes}
+def _sources_of(targets: list[PlanTarget] | tuple[PlanTarget, ...]) -> dict[str, tuple[str, ...]]:
+    """source name -> the names of the tokenizers it is taken with (two mixes may take one source
+    with different tokenizers), for every source some target takes."""
+    pairs = sorted({(t.source, target.mix.tokenizer) for target in targets for t in target.mix.takes})
+    return {name: tuple(tok for source, tok in pairs if source == name) for name, _ in pairs}
 
 
 def _hash_and_load(program: CheckedProgram, targets: tuple[PlanTarget, ...], inputs: _Inputs,
@@ -183,23 +185,31 @@ def _at(d: Any, spec: SourceSpec) -> Any:
 
 def _tokenize_sources(program: CheckedProgram, targets: tuple[PlanTarget, ...], inputs: _Inputs,
                       options: BuildOptions) -> None:
-    for name, tokenizer in sorted(_sources_of(targets).items()):
-        setup = inputs.tokenizers[tokenizer]
-        spec = program.source(name)
-        total = count_records_fast(inputs.files[name]) if progress_shown() and not spec.is_hub else 0
-        with progress_bar(total, f"tokenize {name}") as bar:
-            try:
-                hashing = inputs.hashing[name]
-                content = hashing.result() if hashing.done() else hashing.result
-                cache, built = ensure_cached(spec, inputs.files[name], content, setup,
-                                             options.jobs, bar.update)
-            except MixError as e:
-                raise MixError(*(_at(d, spec) for d in e.diagnostics)) from None
-        inputs.caches[(name, tokenizer)] = cache
-        if built:
-            inputs.tokenized.append(name)
-        options.log(f"{'tokenized' if built else 'cached   '} {name}: {cache.meta['records']:,} records, "
-                    f"{cache.meta['tokens']:,} tokens")
+    for name, tokenizers in sorted(_sources_of(targets).items()):
+        for tokenizer in tokenizers:
+            _tokenize_source(program, name, tokenizer, inputs, options, several=len(tokenizers) > 1)
+
+
+def _tokenize_source(program: CheckedProgram, name: str, tokenizer: str, inputs: _Inputs, options: BuildOptions,
+                     several: bool) -> None:
+    """One source's token cache for one tokenizer; `several`: the source is taken with more
+    than one tokenizer, so its lines name the tokenizer."""
+    setup = inputs.tokenizers[tokenizer]
+    spec = program.source(name)
+    label = f"{name} ({tokenizer})" if several else name
+    total = count_records_fast(inputs.files[name]) if progress_shown() and not spec.is_hub else 0
+    with progress_bar(total, f"tokenize {label}") as bar:
+        try:
+            hashing = inputs.hashing[name]
+            content = hashing.result() if hashing.done() else hashing.result
+            cache, built = ensure_cached(spec, inputs.files[name], content, setup, options.jobs, bar.update)
+        except MixError as e:
+            raise MixError(*(_at(d, spec) for d in e.diagnostics)) from None
+    inputs.caches[(name, tokenizer)] = cache
+    if built and name not in inputs.tokenized:
+        inputs.tokenized.append(name)
+    options.log(f"{'tokenized' if built else 'cached   '} {label}: {cache.meta['records']:,} records, "
+                f"{cache.meta['tokens']:,} tokens")
 
 
 def _build_target(program: CheckedProgram, target: PlanTarget, inputs: _Inputs, options: BuildOptions) -> dict:

@@ -286,6 +286,25 @@ def test_changing_a_share_or_adding_a_source_retokenizes_nothing_old(tmp_path, t
     assert compile_ok(spec)["tokenized"] == ["more"]
 
 
+def test_one_source_taken_with_two_tokenizers_is_tokenized_with_each(tmp_path, tiny_model, tiny_plain_model):
+    """Two mixes may take the same sources with different tokenizers (to compare tokenizers):
+    each gets its own token cache, and each mix builds as it does alone."""
+    spec = make_project(tmp_path, tiny_model)
+    second = ('mix n {\n  tokenizer "' + str(tiny_plain_model) + '"\n  seq_len 256\n  seed 3\n'
+              '  take p 50%\n  take c rest\n}\n')
+    spec.write_text(spec.read_text() + second)
+    report = compile_ok(spec, "-o", str(tmp_path / "both"))
+    assert sorted(report["tokenized"]) == ["c", "p", "t"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copytree(tmp_path / "data", alone / "data")
+    (alone / "m.mix").write_text(spec.read_text().split("mix m {")[0] + second)
+    compile_ok(alone / "m.mix")
+    both, single = (json.loads((d / "n" / "index.json").read_text()) for d in (tmp_path / "both", alone / "build"))
+    assert both["train"]["shards"] == single["train"]["shards"]
+    assert report["targets"]["n"]["train"]["samples"] > 0
+
+
 def test_a_damaged_token_cache_entry_is_rebuilt(tmp_path, tiny_model, token_cache):
     """A cache file cut short (a full disk, a copy interrupted) is noticed by its size, the
     entry rebuilt, and the build comes out byte for byte as before."""
