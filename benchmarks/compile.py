@@ -23,7 +23,8 @@ makes BPE cost grow with message length. The spec takes `a 75%` and `b rest`, pa
    masks, then ids and masks written to .bin/.npy; glibc malloc, as a user would run it):
    throughput against the mean of the cold compiles (target >= 1.4x) and peak RSS (ours, the
    largest of the cold compiles, <= 0.5x). Both produce the same arrays: its
-   token and mask files must equal our token cache's, byte for byte. Its Arrow cache is reported.
+   token and mask files must equal our token cache's (read in record order), byte for byte. Its
+   Arrow cache is reported.
 3. peak RSS of `mixc compile` (summed over the process tree, sampled every 50 ms from /proc) on
    the corpus against 1/`--memory-scale` of it (the first part file of each source): the
    corpus is the 4x, so no extra run at 4x the default size is needed. Target at most 1.25x.
@@ -464,12 +465,20 @@ def cache_arrays(cache: Path) -> tuple[dict, list[Path]]:
     return totals, entries
 
 
-def concatenated_sha256(paths: list[Path]) -> str:
+def cache_sha256(entries: list[Path], name: str, dtype: type) -> str:
+    """sha256 of the entries' `name` arrays (tokens or masks) in record order: workers write a
+    cache entry's batches in the order they finish them, and each record's offset says where."""
+    from compiler.encode import RECORD_DTYPE
+
     h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            while chunk := f.read(8 << 20):
-                h.update(chunk)
+    for entry in entries:
+        records = np.fromfile(entry / "records.bin", RECORD_DTYPE)
+        values = np.memmap(entry / name, dtype, mode="r") if (entry / name).stat().st_size else np.zeros(0, dtype)
+        for k in range(0, len(records), 10_000):
+            chunk = records[k:k + 10_000]
+            offsets, lengths = chunk["offset"].astype(np.int64), chunk["length"].astype(np.int64)
+            starts = np.cumsum(lengths) - lengths
+            h.update(values[np.arange(int(lengths.sum())) + np.repeat(offsets - starts, lengths)].tobytes())
     return h.hexdigest()
 
 
@@ -512,8 +521,8 @@ def _runs(args: argparse.Namespace, work: Path, full: Path, base: Path, tokenize
                 if totals["tokens"] - totals["records"] != tokens:
                     log(f"WARNING: the cache holds {totals['tokens']:,} tokens for {totals['records']:,} records; "
                         f"the tokenizer alone counted {tokens:,} (+1 EOS a record expected)")
-                ours_tokens = concatenated_sha256([e / "tokens.bin" for e in entries])
-                ours_mask = concatenated_sha256([e / "mask.bin" for e in entries])
+                ours_tokens = cache_sha256(entries, "tokens.bin", np.uint32)
+                ours_mask = cache_sha256(entries, "mask.bin", np.uint8)
                 our_cache_bytes = disk_bytes(work / "cache0")
             if k < COLD_RUNS - 1:  # the last one serves the recompile
                 shutil.rmtree(work / f"cache{k}")

@@ -14,9 +14,9 @@ modules once; one tokenizer thread each, under jemalloc when Debian's libjemallo
 installed), fed by this process with back-pressure, so memory stays bounded whatever the
 source's size: JSON Lines as ~1 MiB blocks of whole lines (this process finds where they end
 and their line numbers; the workers read, split and parse them), other formats as batches of
-records. A worker writes each batch's ids and masks to files in the entry's temporary
-directory, which this process appends to the cache in order (in the kernel, with
-`copy_file_range`). The workers are kept for the next source of the same compile and stopped
+records. A worker writes each batch's ids and masks into the entry's files itself, at the next
+free place (so batches lie in the order they finish; each record's offset says where), and
+this process writes the records in the source's order. The workers are kept for the next source of the same compile and stopped
 when idle.
 
 The cache root also remembers two small, slow values that depend only on files: a source's
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
 import hashlib
 import itertools
 import json
@@ -261,17 +260,15 @@ def _tokenize_into(directory: str, spec: SourceSpec, files: tuple[str, ...], set
                    jobs: int, progress: Callable[[int], None] | None) -> dict:
     counts = {"records": 0, "broken": 0, "tokens": 0, "loss_tokens": 0}
     errors: list[str] = []
-    with open(os.path.join(directory, "tokens.bin"), "wb", buffering=0) as t, \
-            open(os.path.join(directory, "mask.bin"), "wb", buffering=0) as m, \
+    tokens_path, mask_path = os.path.join(directory, "tokens.bin"), os.path.join(directory, "mask.bin")
+    with open(tokens_path, "wb", buffering=0) as t, open(mask_path, "wb", buffering=0) as m, \
             open(os.path.join(directory, "records.bin"), "wb") as r:
         for batch in _encoded(spec, files, setup, jobs, directory):
             _check_broken(spec, batch)
-            records = batch.records.copy()
-            records["offset"] += counts["tokens"]
-            if batch.spill:
-                _append_file(batch.spill + ".tokens", t)
-                _append_file(batch.spill + ".mask", m)
-            else:
+            records = batch.records
+            if not batch.written:  # encoded in this process: appended in order
+                records = records.copy()
+                records["offset"] += counts["tokens"]
                 batch.ids.tofile(t)
                 batch.mask.tofile(m)
             records.tofile(r)
@@ -282,28 +279,10 @@ def _tokenize_into(directory: str, spec: SourceSpec, files: tuple[str, ...], set
             errors.extend(batch.errors[: max(_MAX_ERRORS_KEPT - len(errors), 0)])
             if progress:
                 progress(len(records))
+    for path, size in ((tokens_path, 4 * counts["tokens"]), (mask_path, counts["tokens"])):
+        if os.path.getsize(path) != size:
+            raise OSError(f"`{path}` holds {os.path.getsize(path):,} bytes after tokenizing, not {size:,}")
     return {**counts, "errors": errors}
-
-
-_NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM}
-
-
-def _append_file(path: str, out: Any) -> None:
-    """Append a worker's spilled file to `out` (an unbuffered file) and remove it: copied by the
-    kernel (`copy_file_range`) where it can, else through this process."""
-    with open(path, "rb", buffering=0) as src:
-        size, done = os.fstat(src.fileno()).st_size, 0
-        try:
-            while done < size and (n := os.copy_file_range(src.fileno(), out.fileno(), size - done)):
-                done += n
-        except (AttributeError, OSError) as exc:
-            if done or getattr(exc, "errno", errno.ENOSYS) not in _NO_COPY_RANGE:
-                raise
-            shutil.copyfileobj(src, out, 8 << 20)
-            done = size
-        if done != size:
-            raise OSError(f"`{path}` ended after {done:,} of {size:,} bytes")
-    os.unlink(path)
 
 
 def _check_broken(spec: SourceSpec, batch: EncodedBatch) -> None:
@@ -317,7 +296,7 @@ def _check_broken(spec: SourceSpec, batch: EncodedBatch) -> None:
 def _encoded(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup, jobs: int,
              directory: str) -> Iterator[EncodedBatch]:
     """The source's batches, encoded in this process (`jobs` 1) or by the workers, which read
-    their blocks themselves and spill their results into `directory`."""
+    their blocks themselves and write their ids and masks into `directory` (`write_into`)."""
     try:
         yield from _encoded_by(spec, files, setup, jobs, directory)
     except TemplateMismatch as exc:
@@ -344,13 +323,12 @@ def _encoded_by(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup,
     finished = False
     try:
         pending: collections.deque = collections.deque()
-        for k, (lines, payload) in enumerate(tasks):
-            spill = os.path.join(directory, f"part-{k}")
+        for lines, payload in tasks:
             if lines:
                 path, first_line, offset, block = payload
-                task = (encode_lines_in_worker, (run, spec.format, path, first_line, offset, len(block), spill))
+                task = (encode_lines_in_worker, (run, spec.format, path, first_line, offset, len(block), directory))
             else:
-                task = (encode_in_worker, (run, spec.format, payload, spill))
+                task = (encode_in_worker, (run, spec.format, payload, directory))
             pending.append(pool.apply_async(*task))
             if len(pending) >= 4 * jobs:
                 yield _result(pending.popleft())

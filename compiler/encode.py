@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -188,7 +189,8 @@ class EncodedBatch:
     mask: np.ndarray  # uint8, 1 where the token carries loss
     records: np.ndarray  # RECORD_DTYPE, one per record (offset relative to this batch)
     errors: tuple[str, ...]  # "file:line: field `x`: message" for broken records
-    spill: str | None = None  # when set, ids and mask are empty here and in SPILL.tokens, SPILL.mask
+    written: bool = False  # ids and mask are empty here: a worker wrote them into the cache entry, and
+    # the records' offsets are where (`write_into`)
 
     @property
     def tokens(self) -> int:
@@ -359,18 +361,18 @@ def _encoder(run: str, fmt: FormatSpec) -> Encoder:
     return _CURRENT[1]
 
 
-# A worker writes a batch's ids and mask to files (`spill`) that the main process appends to the
-# cache in the kernel, and reads its block of JSON Lines from the file itself: sending them
-# through the pool's pipes (pickled, copied five times) cost more CPU than the rest of the main
-# process's work together.
+# A worker writes each batch's ids and mask into the cache entry's files itself, and reads its
+# block of JSON Lines from the source file itself: sending them through the pool's pipes
+# (pickled, copied five times) cost more CPU than the rest of the main process's work together,
+# and so did appending per-batch files to the cache in the main process.
 
-def encode_in_worker(run: str, fmt: FormatSpec, batch: Sequence[tuple[RecordRef, Any]], spill: str) -> EncodedBatch:
-    return _spilled(_encoder(run, fmt).encode(batch), spill)
+def encode_in_worker(run: str, fmt: FormatSpec, batch: Sequence[tuple[RecordRef, Any]], directory: str) -> EncodedBatch:
+    return write_into(run, directory, _encoder(run, fmt).encode(batch))
 
 
 def encode_lines_in_worker(run: str, fmt: FormatSpec, path: str, first_line: int, offset: int, size: int,
-                           spill: str) -> EncodedBatch:
-    return _spilled(_encoder(run, fmt).encode_lines(path, first_line, read_block(path, offset, size)), spill)
+                           directory: str) -> EncodedBatch:
+    return write_into(run, directory, _encoder(run, fmt).encode_lines(path, first_line, read_block(path, offset, size)))
 
 
 def read_block(path: str, offset: int, size: int) -> bytes:
@@ -385,8 +387,45 @@ def read_block(path: str, offset: int, size: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _spilled(batch: EncodedBatch, spill: str) -> EncodedBatch:
-    for suffix, values in ((".tokens", batch.ids), (".mask", batch.mask)):
-        with open(spill + suffix, "wb") as f:
-            values.tofile(f)
-    return dataclasses.replace(batch, ids=batch.ids[:0], mask=batch.mask[:0], spill=spill)
+def write_into(run: str, directory: str, batch: EncodedBatch) -> EncodedBatch:
+    """Write the batch's ids and mask into `directory`'s `tokens.bin` and `mask.bin` (which the
+    main process created) at the next free place, and return it without them, its records'
+    offsets now where they lie. The place is taken under an exclusive lock on `mask.bin`, whose
+    size is the tokens written so far; the ids then go to the same place in `tokens.bin`
+    outside the lock. So batches lie in the order the workers finish them, not the source's
+    order, and every byte is written once, by the worker that made it."""
+    if not len(batch.mask):
+        return dataclasses.replace(batch, written=True)
+    tokens, mask = _outputs(run, directory)
+    fcntl.flock(mask, fcntl.LOCK_EX)
+    try:
+        at = os.fstat(mask).st_size
+        _pwrite_all(mask, memoryview(batch.mask), at)
+    finally:
+        fcntl.flock(mask, fcntl.LOCK_UN)
+    _pwrite_all(tokens, memoryview(batch.ids).cast("B"), batch.ids.itemsize * at)
+    records = batch.records.copy()
+    records["offset"] += at
+    return dataclasses.replace(batch, ids=batch.ids[:0], mask=batch.mask[:0], records=records, written=True)
+
+
+_OUTPUTS: tuple[str, int, int] | None = None  # run, its tokens.bin and mask.bin open for writing
+
+
+def _outputs(run: str, directory: str) -> tuple[int, int]:
+    """This process's descriptors of the run's two files; those of an earlier run closed."""
+    global _OUTPUTS
+    if _OUTPUTS is None or _OUTPUTS[0] != run:
+        if _OUTPUTS is not None:
+            os.close(_OUTPUTS[1])
+            os.close(_OUTPUTS[2])
+            _OUTPUTS = None
+        tokens = os.open(os.path.join(directory, "tokens.bin"), os.O_WRONLY)
+        _OUTPUTS = run, tokens, os.open(os.path.join(directory, "mask.bin"), os.O_WRONLY)
+    return _OUTPUTS[1], _OUTPUTS[2]
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)

@@ -8,8 +8,11 @@ and the accounting of every record.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
+
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -151,11 +154,30 @@ def test_same_inputs_give_byte_identical_builds(tmp_path, tiny_model, monkeypatc
         assert (tmp_path / "out1" / "m" / name).read_bytes() == (tmp_path / "out2" / "m" / name).read_bytes()
 
 
+def _cache_by_record(entry: pathlib.Path) -> tuple:
+    """A token cache entry as its content in record order: its meta, each record's row
+    without the offset, and each record's tokens and mask (workers write the batches of an
+    entry in the order they finish them, so the bytes of its files may lie in another order)."""
+    from compiler.encode import RECORD_DTYPE
+
+    records = np.fromfile(entry / "records.bin", RECORD_DTYPE)
+    tokens, mask = np.fromfile(entry / "tokens.bin", np.uint32), np.fromfile(entry / "mask.bin", np.uint8)
+    assert len(tokens) == len(mask) == records["length"].sum()
+    covered = np.zeros(len(tokens), np.int64)
+    for r in records:
+        covered[r["offset"]:r["offset"] + r["length"]] += 1
+    assert (covered == 1).all()  # every token belongs to exactly one record
+    rows = [tuple(r[name] for name in RECORD_DTYPE.names if name != "offset") for r in records]
+    content = [(tokens[r["offset"]:r["offset"] + r["length"]].tolist(), mask[r["offset"]:r["offset"] + r["length"]].tolist())
+               for r in records]
+    return (entry / "meta.json").read_text(), rows, content
+
+
 def test_worker_processes_reading_small_blocks_build_what_one_process_builds(tmp_path, tiny_model, monkeypatch):
     """Two tokenizer processes, each reading its blocks of lines from the file itself and
-    spilling its results to files that are appended to the cache: with blocks of a few lines,
-    broken records in several of them, the token cache and the build equal one process's, and
-    broken records keep their line numbers."""
+    writing its results into the cache entry itself: with blocks of a few lines, broken
+    records in several of them, the token cache holds what one process's holds, record by
+    record, the builds are the same, and broken records keep their line numbers."""
     from compiler import cache
 
     spec = make_project(tmp_path / "a", tiny_model, chat_source="on_error skip")
@@ -171,45 +193,60 @@ def test_worker_processes_reading_small_blocks_build_what_one_process_builds(tmp
         assert main(["compile", str(spec), "--jobs", jobs, "-o", str(tmp_path / f"out{jobs}")]) == 0
         report = json.loads((tmp_path / f"out{jobs}" / "report.json").read_text())
         entries = sorted((tmp_path / f"cache{jobs}" / "tokens").iterdir())
-        assert len(entries) == 3 and not [p for e in entries for p in e.iterdir() if p.name.startswith("part-")]
-        runs[jobs] = ({(e.name, p.name): p.read_bytes() for e in entries for p in e.iterdir()},
-                      report["targets"]["m"]["broken_examples"]["c"])
+        assert len(entries) == 3
+        assert sorted(p.name for e in entries for p in e.iterdir()) == sorted(
+            ["meta.json", "records.bin", "tokens.bin", "mask.bin"] * 3)
+        runs[jobs] = ({e.name: _cache_by_record(e) for e in entries}, report["targets"]["m"]["broken_examples"]["c"])
     assert runs["1"] == runs["2"]
     assert [e.split(": ")[0].rsplit(":", 1)[1] for e in runs["2"][1]] == ["4", "72", "153"]
     assert (tmp_path / "out1" / "mix.lock.json").read_bytes() == (tmp_path / "out2" / "mix.lock.json").read_bytes()
+    for name in os.listdir(tmp_path / "out1" / "m"):
+        assert (tmp_path / "out1" / "m" / name).read_bytes() == (tmp_path / "out2" / "m" / name).read_bytes()
 
 
-def test_a_source_cut_short_while_it_is_read_is_an_error(tmp_path):
-    from compiler.encode import SourceChanged, read_block
-
-    path = tmp_path / "a.jsonl"
-    path.write_bytes(b"0123456789")
-    assert read_block(str(path), 2, 8) == b"23456789"
-    with pytest.raises(SourceChanged, match="ends before byte 12"):
-        read_block(str(path), 4, 8)
+def _length(n: int) -> int:
+    return 1 + n * 7919 % 200_000  # large ones too: a write that extends a file takes a while
 
 
-def test_spilled_results_are_appended_without_copy_file_range(tmp_path, monkeypatch):
-    """Where the kernel cannot copy between the files (another file system, an old kernel),
-    the spilled file is copied through the process, after what is already there."""
-    import errno
-    import os
+def _write_batches(directory: str, numbers: range, go: Any, out: Any) -> None:
+    """In a worker: once `go` is set, write batches of one record whose tokens are its number."""
+    from compiler.encode import RECORD_DTYPE, EncodedBatch, write_into
 
-    from compiler.cache import _append_file
+    go.wait()
+    placed = []
+    for n in numbers:
+        records = np.zeros(1, RECORD_DTYPE)
+        records["length"] = _length(n)
+        batch = EncodedBatch(np.full(_length(n), n, np.uint32), np.full(_length(n), n % 2, np.uint8), records, ())
+        written = write_into("run", directory, batch)
+        assert written.written and not len(written.ids) and not len(written.mask)
+        placed.append((n, int(written.records["offset"][0])))
+    out.put(placed)
 
-    def refuse(*args):
-        raise OSError(errno.EXDEV, "cross-device")
 
-    part, out = tmp_path / "part-0.tokens", tmp_path / "tokens.bin"
-    for copy_file_range in (os.copy_file_range, refuse):
-        monkeypatch.setattr(os, "copy_file_range", copy_file_range)
-        part.write_bytes(b"spilled bytes" * 1000)
-        with open(out, "wb", buffering=0) as f:
-            f.write(b"head")
-            _append_file(str(part), f)
-            f.write(b"tail")
-        assert out.read_bytes() == b"head" + b"spilled bytes" * 1000 + b"tail"
-        assert not part.exists()
+def test_batches_written_by_several_processes_at_once_each_get_their_own_place(tmp_path):
+    """`write_into` from four processes at once, 200 batches of up to 200k tokens: every batch
+    lies, whole and unmixed, where its records' offsets say, and nothing else is in the files."""
+    import multiprocessing
+
+    (tmp_path / "tokens.bin").write_bytes(b"")
+    (tmp_path / "mask.bin").write_bytes(b"")
+    context = multiprocessing.get_context("fork")
+    go, out = context.Event(), context.Queue()
+    workers = [context.Process(target=_write_batches, args=(str(tmp_path), range(k, 200, 4), go, out))
+               for k in range(4)]
+    for w in workers:
+        w.start()
+    go.set()
+    placed = [p for _ in workers for p in out.get(timeout=60)]
+    for w in workers:
+        w.join()
+    tokens = np.fromfile(tmp_path / "tokens.bin", np.uint32)
+    mask = np.fromfile(tmp_path / "mask.bin", np.uint8)
+    assert len(tokens) == len(mask) == sum(_length(n) for n in range(200))
+    for n, at in placed:
+        assert (tokens[at:at + _length(n)] == n).all() and (mask[at:at + _length(n)] == n % 2).all()
+    assert len({at for _, at in placed}) == 200
 
 
 def test_the_workers_fork_server_is_started_early_only_when_something_will_be_tokenized(tmp_path, tiny_model,
