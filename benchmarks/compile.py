@@ -465,15 +465,15 @@ def cache_arrays(cache: Path) -> tuple[dict, list[Path]]:
     return totals, entries
 
 
-def cache_sha256(entries: list[Path], name: str, dtype: type) -> str:
-    """sha256 of the entries' `name` arrays (tokens or masks) in record order: workers write a
+def cache_sha256(entries: list[Path], kind: str) -> str:
+    """sha256 of the entries' `kind` arrays ("tokens" or "mask") in record order: workers write a
     cache entry's batches in the order they finish them, and each record's offset says where."""
-    from compiler.encode import RECORD_DTYPE
+    from compiler.cache import TokenCache
 
     h = hashlib.sha256()
     for entry in entries:
-        records = np.fromfile(entry / "records.bin", RECORD_DTYPE)
-        values = np.memmap(entry / name, dtype, mode="r") if (entry / name).stat().st_size else np.zeros(0, dtype)
+        cache = TokenCache(str(entry), entry.name, {})
+        records, values = cache.records, getattr(cache, kind)
         for k in range(0, len(records), 10_000):
             chunk = records[k:k + 10_000]
             offsets, lengths = chunk["offset"].astype(np.int64), chunk["length"].astype(np.int64)
@@ -521,8 +521,8 @@ def _runs(args: argparse.Namespace, work: Path, full: Path, base: Path, tokenize
                 if totals["tokens"] - totals["records"] != tokens:
                     log(f"WARNING: the cache holds {totals['tokens']:,} tokens for {totals['records']:,} records; "
                         f"the tokenizer alone counted {tokens:,} (+1 EOS a record expected)")
-                ours_tokens = cache_sha256(entries, "tokens.bin", np.uint32)
-                ours_mask = cache_sha256(entries, "mask.bin", np.uint8)
+                ours_tokens = cache_sha256(entries, "tokens")
+                ours_mask = cache_sha256(entries, "mask")
                 our_cache_bytes = disk_bytes(work / "cache0")
             if k < COLD_RUNS - 1:  # the last one serves the recompile
                 shutil.rmtree(work / f"cache{k}")

@@ -16,8 +16,8 @@ source's size: JSON Lines as ~1 MiB blocks of whole lines (this process finds wh
 and their line numbers; the workers read, split and parse them), other formats as batches of
 records. A worker writes each batch's ids and masks into the entry's files itself, at the next
 free place (so batches lie in the order they finish; each record's offset says where), and
-this process writes the records in the source's order. The workers are kept for the next source of the same compile and stopped
-when idle.
+this process writes the records in the source's order. The workers are kept for the next
+source of the same compile and stopped when idle.
 
 The cache root also remembers two small, slow values that depend only on files: a source's
 content hash (by its files' stat signature) and a local tokenizer directory's setup (by its

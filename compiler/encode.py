@@ -187,7 +187,7 @@ def _setup_from_json(value: dict) -> TokenizerSetup | None:
 class EncodedBatch:
     ids: np.ndarray  # uint32, every ok record's tokens back to back
     mask: np.ndarray  # uint8, 1 where the token carries loss
-    records: np.ndarray  # RECORD_DTYPE, one per record (offset relative to this batch)
+    records: np.ndarray  # RECORD_DTYPE, one per record (offset relative to this batch until `written`)
     errors: tuple[str, ...]  # "file:line: field `x`: message" for broken records
     written: bool = False  # ids and mask are empty here: a worker wrote them into the cache entry, and
     # the records' offsets are where (`write_into`)
