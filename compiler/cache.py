@@ -28,15 +28,18 @@ transformers.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -304,6 +307,11 @@ def _encoded(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup, jo
             "E703", f"the chat template of tokenizer `{setup.name}` cannot be used for exact loss masks: {exc}",
             help="use a tokenizer whose template writes each assistant message as it is, or a `prompt(...)` "
                  "format")) from None
+    except BrokenProcessPool:
+        raise MixError(error(
+            "E510", f"a tokenizer worker stopped while tokenizing source `{spec.name}`{_WORKERS.death()}",
+            help="nothing of this source was kept; run the compile again (with fewer `--jobs` if memory "
+                 "ran out)")) from None
 
 
 def _encoded_by(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup, jobs: int,
@@ -326,10 +334,10 @@ def _encoded_by(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup,
         for lines, payload in tasks:
             if lines:
                 path, first_line, offset, block = payload
-                task = (encode_lines_in_worker, (run, spec.format, path, first_line, offset, len(block), directory))
+                task = (encode_lines_in_worker, run, spec.format, path, first_line, offset, len(block), directory)
             else:
-                task = (encode_in_worker, (run, spec.format, payload, directory))
-            pending.append(pool.apply_async(*task))
+                task = (encode_in_worker, run, spec.format, payload, directory)
+            pending.append(pool.submit(*task))
             if len(pending) >= 4 * jobs:
                 yield _result(pending.popleft())
         while pending:
@@ -341,7 +349,7 @@ def _encoded_by(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup,
 
 def _result(task: Any) -> EncodedBatch:
     try:
-        return task.get()
+        return task.result()
     except SourceChanged as exc:
         raise MixError(error("E506", f"cannot read {exc}", help="run the compile again")) from None
 
@@ -352,17 +360,20 @@ _RUNS = itertools.count()
 class _WorkerPool:
     """The tokenizer processes, kept for the next source of the same compile: starting them
     (an interpreter, numpy, the tokenizer, the chat template's Jinja) costs seconds. A pool
-    not asked for again within `IDLE_SECONDS` is stopped, and so is one whose run failed."""
+    not asked for again within `IDLE_SECONDS` is stopped, and so is one whose run failed.
+    A `ProcessPoolExecutor`: when a worker dies (killed for memory, say), its pending tasks
+    fail with BrokenProcessPool; a `multiprocessing.Pool` lost the task and waited forever."""
 
     IDLE_SECONDS = 5.0
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.key: tuple[str, int] | None = None
-        self.pool: Any = None
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.processes: dict[int, Any] = {}
         self.timer: threading.Timer | None = None
 
-    def acquire(self, setup: TokenizerSetup, jobs: int, chat: bool) -> Any:
+    def acquire(self, setup: TokenizerSetup, jobs: int, chat: bool) -> concurrent.futures.ProcessPoolExecutor:
         with self.lock:
             if self.timer:
                 self.timer.cancel()
@@ -370,8 +381,13 @@ class _WorkerPool:
             if self.pool is not None and self.key != (setup.identity, jobs):
                 self._stop()
             if self.pool is None:
-                with _jemalloc_for_children():
-                    self.pool = _context(chat).Pool(jobs, init_worker, (setup,))
+                context = _context(chat)
+                _start_server(context)  # workers start lazily, forked from it: under its jemalloc
+                self.pool = concurrent.futures.ProcessPoolExecutor(
+                    jobs, mp_context=context, initializer=init_worker, initargs=(setup,))
+                # the executor's own table of its workers (pid -> process), read for their exit codes
+                processes = getattr(self.pool, "_processes", None)
+                self.processes = processes if isinstance(processes, dict) else {}
                 self.key = (setup.identity, jobs)
             return self.pool
 
@@ -384,6 +400,15 @@ class _WorkerPool:
             self.timer.daemon = True
             self.timer.start()
 
+    def death(self) -> str:
+        """How a dead worker ended, as " (killed by SIGKILL)", or "" when not known. The
+        executor ends the other workers with SIGTERM once one has died."""
+        for process in list(self.processes.values()):
+            code = process.exitcode
+            if code is not None and code != 0 and code != -signal.SIGTERM:
+                return f" (killed by {signal.Signals(-code).name})" if code < 0 else f" (exit status {code})"
+        return ""
+
     def _stop_when_idle(self) -> None:
         with self.lock:
             if self.timer is threading.current_thread():
@@ -391,9 +416,8 @@ class _WorkerPool:
 
     def _stop(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-        self.pool, self.key, self.timer = None, None, None
+            self.pool.shutdown(wait=True, cancel_futures=True)  # tasks already running finish first
+        self.pool, self.key, self.timer = None, None, None  # `processes` kept for `death()`
 
 
 _WORKERS = _WorkerPool()
@@ -431,7 +455,13 @@ def prestart_workers(chat: bool, loader: bool = False) -> None:
     """Start the fork server (it imports in the background) so that its imports overlap the
     sources' hashing of a cold compile; `chat`: some source will be rendered with a chat
     template; `loader`: a tokenizer will be loaded (`loader_context`)."""
-    context = _context(chat, loader)
+    _start_server(_context(chat, loader))
+
+
+def _start_server(context: Any) -> None:
+    """Start the fork server (under jemalloc) when `context` forks from one and it is not
+    running. Where workers are spawned instead (no fork server: not Linux), they start without
+    jemalloc, which is Debian's path anyway."""
     if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 

@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import shutil
+import time
 
 from typing import Any
 
@@ -247,6 +248,42 @@ def test_batches_written_by_several_processes_at_once_each_get_their_own_place(t
     for n, at in placed:
         assert (tokens[at:at + _length(n)] == n).all() and (mask[at:at + _length(n)] == n % 2).all()
     assert len({at for _, at in placed}) == 200
+
+
+def test_a_tokenizer_worker_killed_mid_compile_stops_it_with_a_clear_error_and_a_rerun_builds(
+        tmp_path, tiny_model, token_cache, monkeypatch, capsys):
+    """A worker killed (as the kernel kills one for memory) while the source's first batches are
+    in flight: the compile stops with E510 naming the source and the signal, within seconds
+    (with multiprocessing.Pool it waited forever), leaves no cache entry, and a rerun builds."""
+    import signal
+    import threading
+
+    from compiler import cache
+
+    spec = make_project(tmp_path, tiny_model)
+    monkeypatch.setattr(cache, "BLOCK_BYTES", 512)  # many tasks: some are still to come after the kill
+    check_broken, killed = cache._check_broken, []
+
+    def kill_a_worker_at_the_first_batch(*args):
+        if not killed:
+            process = next(p for p in cache._WORKERS.processes.values() if p.is_alive())
+            os.kill(process.pid, signal.SIGKILL)
+            while process.is_alive():
+                time.sleep(0.01)
+            killed.append(process.pid)
+        return check_broken(*args)
+
+    monkeypatch.setattr(cache, "_check_broken", kill_a_worker_at_the_first_batch)
+    done: list[int] = []
+    compiling = threading.Thread(target=lambda: done.append(main(["compile", str(spec), "--jobs", "2"])), daemon=True)
+    compiling.start()
+    compiling.join(60)
+    assert done == [1] and killed
+    err = capsys.readouterr().err
+    assert "E510" in err and "a tokenizer worker stopped while tokenizing source" in err and "SIGKILL" in err
+    assert not [p for p in (token_cache / "tokens").iterdir()]  # neither an entry nor a temporary one
+    monkeypatch.setattr(cache, "_check_broken", check_broken)
+    assert main(["compile", str(spec), "--jobs", "2"]) == 0
 
 
 def test_the_workers_fork_server_is_started_early_only_when_something_will_be_tokenized(tmp_path, tiny_model,
