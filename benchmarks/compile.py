@@ -467,18 +467,20 @@ def cache_arrays(cache: Path) -> tuple[dict, list[Path]]:
 
 def cache_sha256(entries: list[Path], kind: str) -> str:
     """sha256 of the entries' `kind` arrays ("tokens" or "mask") in record order: workers write a
-    cache entry's batches in the order they finish them, and each record's offset says where."""
+    cache entry's batches in the order they finish them, and each record's offset says where.
+    Ids as uint32 (the datasets pipeline's arrays), whatever width the cache holds them in."""
     from compiler.cache import TokenCache
 
     h = hashlib.sha256()
     for entry in entries:
-        cache = TokenCache(str(entry), entry.name, {})
+        cache = TokenCache(str(entry), entry.name, json.loads((entry / "meta.json").read_text()))
         records, values = cache.records, getattr(cache, kind)
         for k in range(0, len(records), 10_000):
             chunk = records[k:k + 10_000]
             offsets, lengths = chunk["offset"].astype(np.int64), chunk["length"].astype(np.int64)
             starts = np.cumsum(lengths) - lengths
-            h.update(values[np.arange(int(lengths.sum())) + np.repeat(offsets - starts, lengths)].tobytes())
+            picked = values[np.arange(int(lengths.sum())) + np.repeat(offsets - starts, lengths)]
+            h.update((picked.astype(np.uint32) if kind == "tokens" else picked).tobytes())
     return h.hexdigest()
 
 

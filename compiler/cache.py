@@ -1,7 +1,8 @@
 """The token cache: each source tokenized once per (content, format, tokenizer).
 
 Takes a source, its files and a tokenizer setup; produces a `TokenCache` on disk: every
-record's tokens and loss mask back to back (`tokens.bin` uint32, `mask.bin` uint8) and one
+record's tokens and loss mask back to back (`tokens.bin` uint16 or uint32 as the vocabulary
+needs, `mask.bin` uint8) and one
 `RECORD_DTYPE` row per record (`records.bin`: offset, length, loss tokens, line, status,
 content digest), with `meta.json` written last as the completion marker. The key covers the
 source's content hash, its format, the tokenizer's identity and the library versions that
@@ -46,8 +47,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from compiler.encode import (
-    RECORD_DTYPE, STATUS_BROKEN, EncodedBatch, Encoder, SourceChanged, TokenizerSetup, encode_in_worker,
-    encode_lines_in_worker, init_worker,
+    RECORD_DTYPE, STATUS_BROKEN, EncodedBatch, Encoder, SourceChanged, TokenizerSetup, TokenOutOfRange, cache_dtype,
+    encode_in_worker, encode_lines_in_worker, init_worker,
 )
 from compiler.files import write_json
 from compiler.records import RecordRef
@@ -56,7 +57,7 @@ from compiler.sources import iter_records
 from mixlang.diagnostics import MixError, error
 from mixlang.program import ChatFormat, SourceSpec
 
-CACHE_VERSION = 2  # 2: records' digests over `canonical_bytes`
+CACHE_VERSION = 3  # 2: records' digests over `canonical_bytes`; 3: uint16 ids when they fit
 BATCH_RECORDS = 1000  # records a task, for formats read by compiler.records
 BLOCK_BYTES = 1 << 20  # bytes of whole lines a task, for JSON Lines
 _JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
@@ -190,8 +191,13 @@ class TokenCache:
         return _memmap(os.path.join(self.path, "records.bin"), RECORD_DTYPE)
 
     @property
+    def dtype(self) -> np.dtype:
+        """The ids' type, `meta.json`'s "dtype": uint16 or uint32 (`cache_dtype`)."""
+        return _DTYPES[self.meta.get("dtype", "uint32")]
+
+    @property
     def tokens(self) -> np.ndarray:
-        return _memmap(os.path.join(self.path, "tokens.bin"), np.uint32)
+        return _memmap(os.path.join(self.path, "tokens.bin"), self.dtype)
 
     @property
     def mask(self) -> np.ndarray:
@@ -200,6 +206,9 @@ class TokenCache:
     @property
     def errors(self) -> list[str]:
         return list(self.meta.get("errors", []))
+
+
+_DTYPES = {"uint16": np.dtype(np.uint16), "uint32": np.dtype(np.uint32)}
 
 
 def _memmap(path: str, dtype: Any) -> np.ndarray:
@@ -215,7 +224,7 @@ def open_cache(key: str) -> TokenCache | None:
     try:
         with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
             meta = json.load(f)
-        sizes = {"tokens.bin": 4 * meta["tokens"], "mask.bin": meta["tokens"],
+        sizes = {"tokens.bin": _DTYPES[meta["dtype"]].itemsize * meta["tokens"], "mask.bin": meta["tokens"],
                  "records.bin": RECORD_DTYPE.itemsize * meta["records"]}
         if any(os.path.getsize(os.path.join(path, name)) != size for name, size in sizes.items()):
             return None
@@ -262,6 +271,7 @@ def ensure_cached(spec: SourceSpec, files: tuple[str, ...], content: str | Calla
 def _tokenize_into(directory: str, spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup,
                    jobs: int, progress: Callable[[int], None] | None) -> dict:
     counts = {"records": 0, "broken": 0, "tokens": 0, "loss_tokens": 0}
+    dtype = cache_dtype(setup.vocab_size)
     errors: list[str] = []
     tokens_path, mask_path = os.path.join(directory, "tokens.bin"), os.path.join(directory, "mask.bin")
     with open(tokens_path, "wb", buffering=0) as t, open(mask_path, "wb", buffering=0) as m, \
@@ -282,10 +292,10 @@ def _tokenize_into(directory: str, spec: SourceSpec, files: tuple[str, ...], set
             errors.extend(batch.errors[: max(_MAX_ERRORS_KEPT - len(errors), 0)])
             if progress:
                 progress(len(records))
-    for path, size in ((tokens_path, 4 * counts["tokens"]), (mask_path, counts["tokens"])):
+    for path, size in ((tokens_path, dtype.itemsize * counts["tokens"]), (mask_path, counts["tokens"])):
         if os.path.getsize(path) != size:
             raise OSError(f"`{path}` holds {os.path.getsize(path):,} bytes after tokenizing, not {size:,}")
-    return {**counts, "errors": errors}
+    return {**counts, "dtype": dtype.name, "errors": errors}
 
 
 def _check_broken(spec: SourceSpec, batch: EncodedBatch) -> None:
@@ -307,6 +317,9 @@ def _encoded(spec: SourceSpec, files: tuple[str, ...], setup: TokenizerSetup, jo
             "E703", f"the chat template of tokenizer `{setup.name}` cannot be used for exact loss masks: {exc}",
             help="use a tokenizer whose template writes each assistant message as it is, or a `prompt(...)` "
                  "format")) from None
+    except TokenOutOfRange as exc:
+        raise MixError(error("E704", f"tokenizer `{setup.name}` cannot be used: {exc}",
+                             help="its vocabulary size (`len(tokenizer)`) must count every id it gives")) from None
     except BrokenProcessPool:
         raise MixError(error(
             "E510", f"a tokenizer worker stopped while tokenizing source `{spec.name}`{_WORKERS.death()}",
@@ -368,7 +381,7 @@ class _WorkerPool:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.key: tuple[str, int] | None = None
+        self.key: tuple[TokenizerSetup, int] | None = None  # the whole setup: its identity omits vocab_size
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.processes: dict[int, Any] = {}
         self.timer: threading.Timer | None = None
@@ -378,7 +391,7 @@ class _WorkerPool:
             if self.timer:
                 self.timer.cancel()
                 self.timer = None
-            if self.pool is not None and self.key != (setup.identity, jobs):
+            if self.pool is not None and self.key != (setup, jobs):
                 self._stop()
             if self.pool is None:
                 context = _context(chat)
@@ -388,7 +401,7 @@ class _WorkerPool:
                 # the executor's own table of its workers (pid -> process), read for their exit codes
                 processes = getattr(self.pool, "_processes", None)
                 self.processes = processes if isinstance(processes, dict) else {}
-                self.key = (setup.identity, jobs)
+                self.key = (setup, jobs)
             return self.pool
 
     def release(self, finished: bool) -> None:

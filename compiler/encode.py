@@ -35,6 +35,18 @@ from mixlang.program import ChatFormat, FormatSpec
 assert array.array("I").itemsize == 4, "token ids are gathered as C unsigned ints of 4 bytes"
 
 STATUS_OK, STATUS_BROKEN = 0, 1
+
+
+def cache_dtype(vocab_size: int) -> np.dtype:
+    """The token cache's id type: uint16 when every id of the vocabulary fits (most tokenizers
+    below 65,536 tokens; half the bytes to write, read back and keep in the page cache), else
+    uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+class TokenOutOfRange(Exception):
+    """The tokenizer gave an id at or beyond its own vocabulary size."""
+
 RECORD_DTYPE = np.dtype([("offset", "<i8"), ("length", "<i4"), ("loss", "<i4"), ("line", "<i8"),
                          ("status", "i1"), ("digest", "V16")])
 
@@ -185,7 +197,7 @@ def _setup_from_json(value: dict) -> TokenizerSetup | None:
 
 @dataclass(frozen=True)
 class EncodedBatch:
-    ids: np.ndarray  # uint32, every ok record's tokens back to back
+    ids: np.ndarray  # `cache_dtype`, every ok record's tokens back to back
     mask: np.ndarray  # uint8, 1 where the token carries loss
     records: np.ndarray  # RECORD_DTYPE, one per record (offset relative to this batch until `written`)
     errors: tuple[str, ...]  # "file:line: field `x`: message" for broken records
@@ -213,6 +225,7 @@ class Encoder:
         self.fmt = fmt
         self.eos = setup.eos_id
         self.prefix = () if isinstance(fmt, ChatFormat) else setup.prefix_ids
+        self.vocab_size, self.dtype = setup.vocab_size, cache_dtype(setup.vocab_size)
 
     def encode(self, batch: Sequence[tuple[RecordRef, Any]]) -> EncodedBatch:
         """Records with where each came from (dicts, or JSON Lines lines as bytes)."""
@@ -263,7 +276,10 @@ class Encoder:
         """Lay out every ok record as prefix + its segments' ids + eos, all at once: body
         tokens keep their order, so they fill every position that is not a prefix or eos."""
         if not len(at):
-            return np.zeros(0, np.uint32), np.zeros(0, np.uint8)
+            return np.zeros(0, self.dtype), np.zeros(0, np.uint8)
+        if len(seg_ids) and int(seg_ids.max()) >= self.vocab_size:  # would not fit the cache's ids
+            raise TokenOutOfRange(f"it gave token id {int(seg_ids.max())}, beyond its vocabulary of "
+                                  f"{self.vocab_size:,} tokens")
         seg_end = np.cumsum(per_record)
         tokens_before = np.concatenate(([0], np.cumsum(lengths)))
         loss_before = np.concatenate(([0], np.cumsum(lengths * flags)))
@@ -272,13 +288,13 @@ class Encoder:
         eos_loss = (body_loss > 0).astype(np.uint8)
         length = body + len(self.prefix) + 1
         offset = np.cumsum(length) - length
-        ids, mask = np.empty(int(length.sum()), np.uint32), np.zeros(int(length.sum()), np.uint8)
+        ids, mask = np.empty(int(length.sum()), self.dtype), np.zeros(int(length.sum()), np.uint8)
         added = np.zeros(len(ids), bool)
         eos_at = offset + length - 1
         added[eos_at], ids[eos_at], mask[eos_at] = True, self.eos, eos_loss
         if self.prefix:
             prefix_at = (offset[:, None] + np.arange(len(self.prefix))).ravel()
-            added[prefix_at], ids[prefix_at] = True, np.tile(np.asarray(self.prefix, np.uint32), len(at))
+            added[prefix_at], ids[prefix_at] = True, np.tile(np.asarray(self.prefix, self.dtype), len(at))
         body_at = ~added
         ids[body_at] = seg_ids
         mask[body_at] = np.repeat(flags, lengths)

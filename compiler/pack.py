@@ -51,8 +51,10 @@ def write_rows(writer: ShardSetWriter, caches: Sequence[TokenCache], sources: np
     offsets = _offsets(caches, sources, records)
     ends = np.append(starts[1:], len(records))
     chunks = [(first, last, int(starts[first]), int(ends[last - 1])) for first, last in _chunks(lengths, starts)]
+    if len({c.dtype for c in caches}) > 1:  # one tokenizer, one `cache_dtype`
+        raise ValueError(f"token caches of one mix hold ids of different types: {sorted({c.dtype.name for c in caches})}")
     with contextlib.ExitStack() as stack:
-        readers = [stack.enter_context(_SampleReader(c.path)) for c in caches]
+        readers = [stack.enter_context(_SampleReader(c.path, c.dtype)) for c in caches]
         for s, reader in enumerate(readers):
             mine = sources == s
             reader.prefetch(offsets[mine], lengths[mine])
@@ -84,13 +86,15 @@ def _chunks(lengths: np.ndarray, starts: np.ndarray) -> list[tuple[int, int]]:
 def _read(readers: Sequence[_SampleReader], sources: np.ndarray, offsets: np.ndarray,
           lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The samples' tokens and masks back to back, two `pread`s a sample. (Samples in output
-    order are a scattered choice from their caches: few lie one after another.)"""
-    ids, mask = np.empty(int(lengths.sum()), np.uint32), np.empty(int(lengths.sum()), np.uint8)
-    id_bytes, mask_bytes = memoryview(ids).cast("B"), memoryview(mask)
+    order are a scattered choice from their caches: few lie one after another.) The readers
+    hold ids of one type, which the result has."""
+    dtype = readers[0].dtype
+    ids, mask = np.empty(int(lengths.sum()), dtype), np.empty(int(lengths.sum()), np.uint8)
+    id_bytes, mask_bytes, size = memoryview(ids).cast("B"), memoryview(mask), dtype.itemsize
     at = 0
     for s, offset, n in zip(sources.tolist(), offsets.tolist(), lengths.tolist()):
         reader = readers[s]
-        if os.preadv(reader.tokens, [id_bytes[4 * at:4 * (at + n)]], 4 * offset) != 4 * n \
+        if os.preadv(reader.tokens, [id_bytes[size * at:size * (at + n)]], size * offset) != size * n \
                 or os.preadv(reader.mask, [mask_bytes[at:at + n]], offset) != n:
             raise MixError(error("E715", f"token cache `{reader.directory}` ends before token {offset + n}: "
                                          "it was damaged during this compile",
@@ -116,8 +120,8 @@ class _SampleReader:
 
     PREFETCH_GAP = 1 << 18  # tokens
 
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
+    def __init__(self, directory: str, dtype: np.dtype) -> None:
+        self.directory, self.dtype = directory, np.dtype(dtype)
         self.tokens = os.open(os.path.join(directory, "tokens.bin"), os.O_RDONLY)
         self.mask = os.open(os.path.join(directory, "mask.bin"), os.O_RDONLY)
 
@@ -139,6 +143,6 @@ class _SampleReader:
         reach = np.maximum.accumulate(ends)
         cut = np.flatnonzero(starts[1:] - reach[:-1] > self.PREFETCH_GAP) + 1
         first, last = starts[np.r_[0, cut]], reach[np.r_[cut - 1, len(reach) - 1]]
-        for fd, itemsize in ((self.tokens, 4), (self.mask, 1)):
+        for fd, itemsize in ((self.tokens, self.dtype.itemsize), (self.mask, 1)):
             for a, b in zip(first.tolist(), last.tolist()):
                 os.posix_fadvise(fd, a * itemsize, (b - a) * itemsize, os.POSIX_FADV_WILLNEED)

@@ -162,7 +162,8 @@ def _cache_by_record(entry: pathlib.Path) -> tuple:
     from compiler.encode import RECORD_DTYPE
 
     records = np.fromfile(entry / "records.bin", RECORD_DTYPE)
-    tokens, mask = np.fromfile(entry / "tokens.bin", np.uint32), np.fromfile(entry / "mask.bin", np.uint8)
+    dtype = np.dtype(json.loads((entry / "meta.json").read_text())["dtype"])
+    tokens, mask = np.fromfile(entry / "tokens.bin", dtype), np.fromfile(entry / "mask.bin", np.uint8)
     assert len(tokens) == len(mask) == records["length"].sum()
     covered = np.zeros(len(tokens), np.int64)
     for r in records:
@@ -330,6 +331,39 @@ def test_tokenizing_while_the_content_is_hashed_keeps_an_entry_that_appears_mean
     cache, built = ensure_cached(source, files, content, load_tokenizer(str(tiny_model)), 2)
     assert asked and not built and cache.path in map(str, entries)
     assert sorted((token_cache / "tokens").iterdir()) == entries  # no temporary directory left
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_cache_entry_holds_ids_as_narrow_as_the_vocabulary_allows(tmp_path, tiny_model, token_cache, monkeypatch,
+                                                                      jobs):
+    """The tiny tokenizer's ids fit uint16, and its entry holds them so: record by record the
+    same ids as a uint32 entry made with the vocabulary said to be larger. A tokenizer giving
+    an id beyond its vocabulary size is refused (E704), keeping nothing: it would not fit."""
+    import dataclasses
+
+    from compiler.cache import content_sha256, ensure_cached
+    from compiler.encode import load_tokenizer
+    from compiler.sources import resolve_files
+    from mixlang.diagnostics import MixError
+    from runner.cli import load_checked
+
+    spec = make_project(tmp_path, tiny_model)
+    source = load_checked(str(spec))[1].program.source("c")
+    files, setup = resolve_files(source), load_tokenizer(str(tiny_model))
+    assert setup.vocab_size < 1 << 16
+    entries = {}
+    for name, vocab_size in (("narrow", setup.vocab_size), ("wide", 1 << 17)):
+        monkeypatch.setenv("MIXLANG_CACHE", str(tmp_path / name))
+        cache, built = ensure_cached(source, files, content_sha256(files), dataclasses.replace(setup, vocab_size=vocab_size),
+                                     jobs)
+        assert built and os.path.getsize(os.path.join(cache.path, "tokens.bin")) == cache.dtype.itemsize * cache.meta["tokens"]
+        entries[cache.dtype.name] = _cache_by_record(pathlib.Path(cache.path))[1:]
+    assert sorted(entries) == ["uint16", "uint32"] and entries["uint16"] == entries["uint32"]
+    monkeypatch.setenv("MIXLANG_CACHE", str(tmp_path / "small"))
+    with pytest.raises(MixError) as caught:
+        ensure_cached(source, files, content_sha256(files), dataclasses.replace(setup, vocab_size=100), jobs)
+    assert caught.value.diagnostics[0].code == "E704" and "beyond its vocabulary of 100 tokens" in str(caught.value)
+    assert not list((tmp_path / "small" / "tokens").iterdir())
 
 
 def test_lock_records_inputs_counts_and_hashes(tmp_path, tiny_model):
