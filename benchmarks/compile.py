@@ -302,11 +302,12 @@ def disk_bytes(folder: Path) -> int:
 def alone_worker(data: str, tokenizer: str, index: int, count: int) -> None:
     """One of N processes: render its share of the records into segments as our workers do
     (untimed), say "ready"; then for every "go" line, encode them all and print the tokens,
-    the perf_counter times and the CPU seconds."""
+    the perf_counter times and the CPU seconds. "go" uses the tokenizer as its files configure
+    it; "wide" a new one whose word cache is as large as mixc's workers make it."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from tokenizers import Tokenizer
 
-    from compiler.encode import load_tokenizer
+    from compiler.encode import load_tokenizer, widen_word_cache
     from compiler.render import ChatTemplate, Renderer
     from mixlang.program import ChatFormat
 
@@ -319,10 +320,11 @@ def alone_worker(data: str, tokenizer: str, index: int, count: int) -> None:
     del records, share
     tok = Tokenizer.from_str(setup.backend_json)
     print("ready", flush=True)
-    for _ in sys.stdin:
+    for line in sys.stdin:
+        use = widen_word_cache(Tokenizer.from_str(setup.backend_json)) if line.strip() == "wide" else tok
         start, cpu, tokens = time.perf_counter(), time.process_time(), 0
         for batch in batches:
-            tokens += sum(len(e) for e in tok.encode_batch_fast(batch, add_special_tokens=False))
+            tokens += sum(len(e) for e in use.encode_batch_fast(batch, add_special_tokens=False))
         print(json.dumps({"tokens": tokens, "start": start, "end": time.perf_counter(),
                           "cpu": time.process_time() - cpu}), flush=True)
 
@@ -341,11 +343,11 @@ class TokenizerAlone:
         for p in self.procs:
             assert p.stdout.readline().strip() == "ready"
 
-    def measure(self, label: str) -> dict:
+    def measure(self, label: str, wide: bool = False) -> dict:
         os.sync()
         go = time.perf_counter()
         for p in self.procs:
-            p.stdin.write("go\n")
+            p.stdin.write("wide\n" if wide else "go\n")
             p.stdin.flush()
         results = [json.loads(p.stdout.readline()) for p in self.procs]
         wall = max(r["end"] for r in results) - go
@@ -528,6 +530,7 @@ def _runs(args: argparse.Namespace, work: Path, full: Path, base: Path, tokenize
                 our_cache_bytes = disk_bytes(work / "cache0")
             if k < COLD_RUNS - 1:  # the last one serves the recompile
                 shutil.rmtree(work / f"cache{k}")
+        wide = alone.measure("tokenizer alone, word cache as large as mixc's", wide=True)
     finally:
         alone.close()
     if len({c["fingerprint"] for c in cold}) != 1:
@@ -539,7 +542,7 @@ def _runs(args: argparse.Namespace, work: Path, full: Path, base: Path, tokenize
     shutil.rmtree(last)
     base_spec = write_spec(work / "spec-base", base, tokenizer, "75%")
     small = compile_run(base_spec, work / "cache-base", jobs, f"mixc compile, 1/{args.memory_scale} corpus, cold cache")
-    _print_results(args, jobs, tokens, alone_runs, cold, warm, hf, small, totals, our_cache_bytes)
+    _print_results(args, jobs, tokens, alone_runs, cold, warm, hf, small, totals, our_cache_bytes, wide)
     return 0
 
 
@@ -560,7 +563,7 @@ def _datasets_run(work: Path, data: Path, tokenizer: Path, jobs: int, ours_token
 
 
 def _print_results(args: argparse.Namespace, jobs: int, tokens: int, alone_runs: list[dict], colds: list[dict],
-                   warm: dict, hf: dict | None, small: dict, totals: dict, cache_bytes: int) -> None:
+                   warm: dict, hf: dict | None, small: dict, totals: dict, cache_bytes: int, wide: dict) -> None:
     mib = 2**20
     rate = lambda wall: tokens / wall / 1e6  # noqa: E731
     walls = lambda runs: ", ".join(f"{r['wall']:.1f}" for r in runs)  # noqa: E731
@@ -580,6 +583,10 @@ def _print_results(args: argparse.Namespace, jobs: int, tokens: int, alone_runs:
               f"({alone_runs[k]['wall']:.1f}, {alone_runs[k + 1]['wall']:.1f} s); stages {c['timings']}")
     print(f"  compile / tokenizer alone: median of those {statistics.median(paired):.3f}, "
           f"ratio of the means {alone['wall'] / cold['wall']:.3f}")
+    speedup = alone_runs[-1]["wall"] / wide["wall"]
+    print(f"tokenizer alone, word cache as large as mixc's: {wide['wall']:.1f} s, {speedup:.2f}x the speed of the "
+          f"run just before ({alone_runs[-1]['wall']:.1f} s); against it, the median above would be "
+          f"{statistics.median(paired) / speedup:.3f} (pipeline overhead alone)")
     print(f"  train {colds[0]['train']['samples']:,} samples in {colds[0]['train']['rows']:,} rows; "
           f"token cache {cache_bytes / 2**30:.2f} GiB; lock {colds[0]['fingerprint'][:16]}")
     print(f"recompile (60%):      {warm['wall']:7.1f} s  stages {warm['timings']}")

@@ -209,6 +209,24 @@ class EncodedBatch:
         return int(self.records["length"].sum())  # broken records have length 0
 
 
+# The BPE and Unigram models of `tokenizers` remember the ids of the words (pre-tokens) they
+# have seen, up to 10,000 words, and then stop remembering. A corpus has many more words than
+# that: on the benchmark's chat corpus the first 10,000 words seen cover 82% of the words read
+# and 50,000 cover 99.8%, and a word not remembered is merged again from its bytes. So workers
+# let the model remember WORD_CACHE words: the same ids, tokenizing ~10% faster there, and at
+# most ~70 MB more per worker (each remembered word costs ~700 bytes).
+WORD_CACHE = 100_000
+
+
+def widen_word_cache(tokenizer: Any, words: int = WORD_CACHE) -> Any:
+    """`tokenizer`, its model now remembering up to `words` words (where the model has a word
+    cache that can be resized: `_resize_cache`, tokenizers >= 0.20)."""
+    resize = getattr(tokenizer.model, "_resize_cache", None)
+    if resize is not None:
+        resize(words)
+    return tokenizer
+
+
 class SourceChanged(Exception):
     """A source file no longer holds the bytes the compile read from it a moment ago."""
 
@@ -219,7 +237,7 @@ class Encoder:
     def __init__(self, setup: TokenizerSetup, fmt: FormatSpec, tokenizer: Any = None) -> None:
         from tokenizers import Tokenizer
 
-        self.tokenizer = tokenizer or Tokenizer.from_str(setup.backend_json)
+        self.tokenizer = tokenizer or widen_word_cache(Tokenizer.from_str(setup.backend_json))
         chat = ChatTemplate(setup.chat_template, setup.variables) if setup.chat_template else None
         self.renderer = Renderer(fmt, chat)
         self.fmt = fmt

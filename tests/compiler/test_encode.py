@@ -62,3 +62,22 @@ def test_a_block_without_long_numbers_is_read_by_orjson():
     assert _loads_for(b'{"a": 1234567890123456789}\n') is json.loads
     assert _loads_for(b'{"a": 123456789012345678, "b": "x"}\n') is _orjson_loads
     assert _orjson_loads(b'{"a": 1, "a": NaN}') == {"a": pytest.approx(float("nan"), nan_ok=True)}
+
+
+def test_a_wider_word_cache_gives_the_same_ids(tiny_model: pathlib.Path) -> None:
+    """Workers let the BPE model remember more words than its default; with a cache of a few
+    words (so it fills at once, and words are merged again) and a large one, the examples'
+    texts twice over give the ids of the tokenizer as its files configure it."""
+    from tokenizers import Tokenizer, models
+
+    from compiler.encode import widen_word_cache
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "examples" / "data"
+    texts = [line for path in sorted(root.rglob("*.jsonl")) for line in path.read_text().splitlines()[:200]]
+    plain = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
+    expected = [e.ids for e in plain.encode_batch_fast(texts)]
+    for words in (3, 1_000_000):
+        wide = widen_word_cache(Tokenizer.from_file(str(tiny_model / "tokenizer.json")), words)
+        assert [e.ids for e in wide.encode_batch_fast(texts + texts)] == expected + expected
+    level = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    assert widen_word_cache(level) is level  # a model without a word cache is left as it is
