@@ -193,7 +193,7 @@ class TokenCache:
     @property
     def dtype(self) -> np.dtype:
         """The ids' type, `meta.json`'s "dtype": uint16 or uint32 (`cache_dtype`)."""
-        return _DTYPES[self.meta.get("dtype", "uint32")]
+        return _DTYPES[self.meta["dtype"]]
 
     @property
     def tokens(self) -> np.ndarray:

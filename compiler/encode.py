@@ -35,6 +35,8 @@ from mixlang.program import ChatFormat, FormatSpec
 assert array.array("I").itemsize == 4, "token ids are gathered as C unsigned ints of 4 bytes"
 
 STATUS_OK, STATUS_BROKEN = 0, 1
+RECORD_DTYPE = np.dtype([("offset", "<i8"), ("length", "<i4"), ("loss", "<i4"), ("line", "<i8"),
+                         ("status", "i1"), ("digest", "V16")])
 
 
 def cache_dtype(vocab_size: int) -> np.dtype:
@@ -46,9 +48,6 @@ def cache_dtype(vocab_size: int) -> np.dtype:
 
 class TokenOutOfRange(Exception):
     """The tokenizer gave an id at or beyond its own vocabulary size."""
-
-RECORD_DTYPE = np.dtype([("offset", "<i8"), ("length", "<i4"), ("loss", "<i4"), ("line", "<i8"),
-                         ("status", "i1"), ("digest", "V16")])
 
 
 @dataclass(frozen=True)
